@@ -1,0 +1,66 @@
+"""LIBERO end-effector actions -> Panda joint targets by damped-least-squares IK.
+
+Action convention (RESEARCH.md §3): a 7-vector in [-1, 1]:
+  [0:3] Δposition of the tool centre point, world frame, × ``POS_SCALE`` m,
+  [3:6] Δrotation as an axis-angle vector, world frame, × ``ROT_SCALE`` rad,
+  [6]   gripper: -1 open, +1 closed (linear in between).
+
+One control step (20 Hz) computes the desired TCP twist from the *measured*
+state, solves ``dq = Jᵀ (J Jᵀ + λ² I)⁻¹ e`` on MJX's Jacobian at the TCP (plus a
+small null-space pull toward the home posture), and sets the position servos to
+``q + dq``; the physics substeps then track that target.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from mujoco import mjx
+
+POS_SCALE = 0.05
+ROT_SCALE = 0.5
+FINGER_OPEN = 0.04
+HOME_QPOS = (0.0, -0.161, 0.0, -2.445, 0.0, 2.227, 0.7853981633974483)
+N_ARM = 7
+
+
+def sanitize(action: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Replaces non-finite entries by 0 and clips to [-1, 1].
+
+  Returns (action [7], 1.0 if any entry was non-finite else 0.0).
+  """
+  finite = jnp.isfinite(action)
+  bad = jnp.any(~finite).astype(jnp.float32)
+  return jnp.clip(jnp.where(finite, action, 0.0), -1.0, 1.0), bad
+
+
+def tcp_pose(d: mjx.Data, tcp_site: int) -> tuple[jax.Array, jax.Array]:
+  """World position [3] and rotation matrix [3, 3] of the tool centre point."""
+  return d.site_xpos[tcp_site], d.site_xmat[tcp_site]
+
+
+def joint_targets(m: mjx.Model, d: mjx.Data, action: jax.Array, tcp_site: int,
+                  damping: float = 0.05,
+                  nullspace_gain: float = 0.2) -> jax.Array:
+  """Position-servo targets [nu] (7 arm joints, 2 fingers) for one action.
+
+  Args:
+    m, d: MJX model and data (kinematics of ``d`` must be current).
+    action: sanitized action [7] in [-1, 1].
+    tcp_site: site id of the TCP; joints 0..6 must be the arm's hinges.
+  """
+  pos, _ = tcp_pose(d, tcp_site)
+  err = jnp.concatenate([action[:3] * POS_SCALE, action[3:6] * ROT_SCALE])
+  # The first seven joints are the arm's hinges: their world axes and anchors
+  # give the TCP Jacobian directly (cheaper than a generic body-tree pass).
+  axes, anchors = d.xaxis[:N_ARM], d.xanchor[:N_ARM]
+  jac = jnp.concatenate([jnp.cross(axes, pos - anchors).T, axes.T], axis=0)  # [6, 7]
+  jjt = jac @ jac.T + (damping ** 2) * jnp.eye(6)
+  j_pinv = jac.T @ jnp.linalg.solve(jjt, jnp.eye(6))  # [7, 6]
+  q = d.qpos[:N_ARM]
+  dq = j_pinv @ err
+  null = jnp.eye(N_ARM) - j_pinv @ jac
+  dq = dq + null @ (nullspace_gain * (jnp.asarray(HOME_QPOS) - q))
+  lo, hi = m.jnt_range[:N_ARM, 0], m.jnt_range[:N_ARM, 1]
+  q_target = jnp.clip(q + dq, lo, hi)
+  finger = FINGER_OPEN * (1.0 - action[6]) * 0.5
+  return jnp.concatenate([q_target, jnp.stack([finger, finger])])

@@ -1,0 +1,188 @@
+"""Scripted privileged experts: feedback policies of the current state.
+
+No clock and no memory: the phase (approach, grasp, lift, move, place,
+release, pull, push) is read off the privileged state each step — where the
+object is, whether both finger pads touch it, how far the fingers are closed —
+so the expert is a valid teacher in any state a student drives the scene into.
+
+One expert serves every task: a task's goals are ``(kind, a, b)`` rows
+(envs/predicates.py); the expert works on the first unsatisfied one with the
+skill its kind calls for:
+  ON / IN   pick ``a`` and place it on / in ``b`` (or push it there when ``a``
+            is too wide for the gripper);
+  OPEN / CLOSE / TURNON   grasp the articulation's handle and drive the joint.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from envs import control
+from envs import predicates as P
+
+# Home orientation of the TCP: x forward, pointing down.
+R_DOWN = jnp.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
+HOVER = 0.10  # m above a grasp point before descending
+MAX_OPEN = 2 * control.FINGER_OPEN
+
+
+def _rz(yaw):
+  c, s = jnp.cos(yaw), jnp.sin(yaw)
+  return jnp.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _rot_err(r_des, r_cur):
+  """World-frame axis-angle taking r_cur to r_des."""
+  from envs.tabletop import rotvec  # pylint: disable=import-outside-toplevel
+  return rotvec(r_des @ r_cur.T)
+
+
+def _wrap_half_pi(yaw):
+  """Grasps are symmetric under a half turn: map yaw to [-pi/2, pi/2)."""
+  return (yaw + jnp.pi / 2) % jnp.pi - jnp.pi / 2
+
+
+def _action(priv, tgt_pos, yaw, grip):
+  """Proportional move of the TCP toward ``tgt_pos`` with gripper yaw ``yaw``."""
+  dp = (tgt_pos - priv["tcp_pos"]) / control.POS_SCALE
+  dr = _rot_err(_rz(yaw) @ R_DOWN, priv["tcp_mat"]) / control.ROT_SCALE
+  return jnp.concatenate([jnp.clip(dp, -1, 1), jnp.clip(dr, -1, 1), jnp.array([grip])])
+
+
+def _grasp_yaw(priv, a):
+  m = priv["ent_mat"][a]
+  return _wrap_half_pi(jnp.arctan2(m[1, 0], m[0, 0]) + priv["ent_grasp"][a, 1])
+
+
+def _tcp_yaw(priv):
+  m = priv["tcp_mat"] @ R_DOWN.T
+  return jnp.arctan2(m[1, 0], m[0, 0])
+
+
+def approach_and_grasp(priv, a):
+  """Not holding ``a``: open, rise, hover above its grasp point, descend, close."""
+  p = priv["tcp_pos"]
+  g = priv["ent_pos"][a] + jnp.array([0.0, 0.0, priv["ent_grasp"][a, 0]])
+  yaw = _grasp_yaw(priv, a)
+  opening = priv["fingers"].sum()
+  xy_err = jnp.linalg.norm(g[:2] - p[:2])
+  yaw_err = jnp.abs(_wrap_half_pi(yaw - _tcp_yaw(priv)))
+  aligned = (xy_err < 0.012) & (yaw_err < 0.12)
+  low = p[2] < g[2] + 0.06
+  hover = g.at[2].add(HOVER)
+  up = p.at[2].set(jnp.maximum(p[2], g[2] + HOVER))
+  tgt = jnp.where(aligned, g, jnp.where(low, up, hover))
+  tgt = jnp.where(~aligned & (opening < MAX_OPEN - 0.01), p, tgt)  # open before moving
+  at_bottom = aligned & (p[2] - g[2] < 0.008)
+  empty = opening < 0.004  # closed on nothing: open and retry
+  grip = jnp.where(at_bottom & ~empty, 1.0, -1.0)
+  return _action(priv, tgt, yaw, grip)
+
+
+def _place_point(priv, a, b, kind):
+  bottom = priv["ent_grasp"][a, 3]
+  on_pt = priv["target_pos"][b]
+  in_pt = priv["region_centre"][b] - jnp.array([0.0, 0.0, priv["region_half"][b, 2]])
+  pt = jnp.where(kind == P.IN, in_pt, on_pt)
+  return pt + jnp.array([0.0, 0.0, bottom + 0.012])
+
+
+def pick_place(priv, a, b, kind):
+  """Move ``a`` so its bottom rests on ``b``'s target point (ON) or in ``b``'s region (IN)."""
+  p, o = priv["tcp_pos"], priv["ent_pos"][a]
+  t = _place_point(priv, a, b, kind)
+  dz = p[2] - o[2]  # TCP height above the object's origin while held
+  xy = t[:2] - o[:2]
+  far = jnp.linalg.norm(xy) > 0.012
+  travel = t[2] + 0.10  # carry height of the object's bottom
+  # still touching what it stood on (anything but the pads): lift straight up first
+  others = priv["touch"][a].at[P.LEFT_PAD].set(False).at[P.RIGHT_PAD].set(False)
+  resting = jnp.any(others)
+  low = o[2] < travel - 0.03
+  carry_z = jnp.maximum(travel, o[2]) + dz
+  carry = jnp.where(low | resting, p.at[2].set(jnp.maximum(travel, o[2] + 0.05) + dz),
+                    jnp.concatenate([p[:2] + xy, carry_z[None]]))
+  lower = jnp.concatenate([p[:2] + xy, (t[2] + dz)[None]])
+  release = ~far & (o[2] - t[2] < 0.01)
+  tgt = jnp.where(far, carry, lower)
+  held_act = _action(priv, tgt, _tcp_yaw(priv), jnp.where(release, -1.0, 1.0))
+  return jnp.where(P.held(priv, a), held_act, approach_and_grasp(priv, a))
+
+
+def push(priv, a, b):
+  """Push a wide, flat object ``a`` (closed gripper, low) into ``b``'s region."""
+  p, o = priv["tcp_pos"], priv["ent_pos"][a]
+  t = priv["region_centre"][b]
+  d = t[:2] - o[:2]
+  dirn = d / jnp.maximum(jnp.linalg.norm(d), 1e-6)
+  radius = priv["ent_grasp"][a, 2]
+  rel = p[:2] - o[:2]
+  along = rel @ dirn
+  lateral = rel @ jnp.array([-dirn[1], dirn[0]])
+  z_push = o[2] + 0.012
+  pre = o[:2] - dirn * (radius + 0.025)
+  ready = (along < -radius + 0.005) & (jnp.abs(lateral) < 0.02) & (p[2] < z_push + 0.02)
+  yaw = _wrap_half_pi(jnp.arctan2(dirn[1], dirn[0]) + jnp.pi / 2)  # fingers across the push
+  go = jnp.concatenate([p[:2] + dirn * 0.04 - lateral * jnp.array([-dirn[1], dirn[0]]), z_push[None]])
+  near_pre = jnp.linalg.norm(p[:2] - pre) < 0.015
+  hover = jnp.concatenate([pre, (z_push + 0.08)[None]])
+  up = p.at[2].set(z_push + 0.08)
+  descend = jnp.concatenate([pre, z_push[None]])
+  tgt = jnp.where(ready, go, jnp.where(near_pre, descend, jnp.where(p[2] < z_push + 0.05, up, hover)))
+  return _action(priv, tgt, yaw, 1.0)
+
+
+def articulate(priv, j, frac_goal):
+  """Grasp articulation ``j``'s handle and drive the joint toward ``frac_goal`` of its range."""
+  h = priv["art_handle"][j]
+  lo, hi = priv["joint_range"][j, 0], priv["joint_range"][j, 1]
+  q = priv["joint_q"][j]
+  q_goal = lo + frac_goal * (hi - lo)
+  is_hinge = priv["art_is_hinge"][j]
+  dq = jnp.clip(q_goal - q, -jnp.where(is_hinge, 0.25, 0.03), jnp.where(is_hinge, 0.25, 0.03))
+  hp, axis, anchor = priv["ent_pos"][h], priv["joint_axis"][j], priv["joint_anchor"][j]
+  # where the handle should be after moving the joint by dq
+  slide_to = hp + axis * dq
+  r = hp - anchor
+  c, s = jnp.cos(dq), jnp.sin(dq)
+  hinge_to = anchor + r * c + jnp.cross(axis, r) * s + axis * (axis @ r) * (1 - c)
+  move = jnp.where(is_hinge, hinge_to, slide_to) - hp
+  done = jnp.abs(q_goal - q) < 0.02 * (hi - lo)
+  held_act = _action(priv, priv["tcp_pos"] + move, _tcp_yaw(priv), jnp.where(done, -1.0, 1.0))
+  return jnp.where(P.held(priv, h), held_act, approach_and_grasp(priv, h))
+
+
+def retreat(priv):
+  p = priv["tcp_pos"]
+  return _action(priv, p.at[2].set(jnp.minimum(p[2] + 0.05, 0.35)), _tcp_yaw(priv), -1.0)
+
+
+def act(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
+  """Expert action [7] for goals int32 [S, 3] with per-stage satisfaction [S]."""
+  s = jnp.argmin(stages)  # first unsatisfied stage (0 if all hold)
+  kind, a, b = goals[s, 0], goals[s, 1], goals[s, 2]
+  too_wide = priv["ent_grasp"][a, 2] > 0.037
+  place = jnp.where((kind == P.IN) & too_wide, push(priv, a, b), pick_place(priv, a, b, kind))
+  frac = jnp.where(kind == P.CLOSE, 0.0, 1.0)
+  action = jnp.where(kind <= P.IN, place, articulate(priv, a, frac))
+  return jnp.where(jnp.all(stages), retreat(priv), action)
+
+
+def dense_reward(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
+  """Shaping in [0, 1] for RL baselines: finished stages plus progress on the current one
+  (reach the object / handle, hold it, bring it to the goal)."""
+  s = jnp.argmin(stages)
+  kind, a, b = goals[s, 0], goals[s, 1], goals[s, 2]
+  is_art = kind >= P.OPEN
+  obj = jnp.where(is_art, priv["art_handle"][a], a)
+  reach = 1.0 - jnp.tanh(5.0 * jnp.linalg.norm(priv["tcp_pos"] - priv["ent_pos"][obj]))
+  hold = P.held(priv, obj).astype(jnp.float32)
+  place_err = jnp.linalg.norm(_place_point(priv, a, b, kind) - priv["ent_pos"][a])
+  frac = P.joint_fraction(priv, a)
+  art_prog = jnp.where(kind == P.CLOSE, 1.0 - frac, frac)
+  progress = jnp.where(is_art, art_prog, 1.0 - jnp.tanh(5.0 * place_err))
+  partial = 0.25 * reach + 0.25 * hold + 0.5 * progress
+  n = jnp.maximum(jnp.sum(goals[:, 0] != P.NONE), 1)
+  done_stages = jnp.sum(stages & (goals[:, 0] != P.NONE))
+  value = (done_stages + jnp.where(jnp.all(stages), 0.0, partial)) / n
+  return value.astype(jnp.float32)

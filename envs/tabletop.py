@@ -1,0 +1,341 @@
+"""The tabletop suite engine shared by every LIBERO-style suite.
+
+A suite is data (:class:`SuiteSpec`): a scene (bodies + contact rules), its
+entities (what predicates and experts talk about), and tasks (instruction,
+initial layout, goals). :class:`TabletopSuite` turns that into pure, unbatched
+``reset`` / ``step`` functions over one MJX model shared by all the suite's
+tasks, so one batch can mix tasks (the task id lives in the state).
+
+Physics sits behind a narrow interface — controls in; body poses, joint
+values and contacts out (:meth:`TabletopSuite.privileged`) — so predicates,
+experts and the renderer never touch MJX internals.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from mujoco import mjx
+
+from envs import control, predicates, scene
+from envs.core import State
+
+PARK_X = 2.5  # objects a task does not use wait here, behind the agentview camera
+
+
+@dataclasses.dataclass(frozen=True)
+class Entity:
+  """Something predicates and experts refer to (a body of the scene).
+
+  top: local point a placed object should sit on (ON target), body frame.
+  region: (centre, half-extents) box in the body frame for IN, or None.
+  grasp: for movable objects, (grasp height above the origin, gripper yaw
+    offset in the object frame, half-width across the grasp, bottom offset
+    below the origin).
+  """
+  name: str
+  body: str
+  top: tuple[float, float, float] = (0.0, 0.0, 0.0)
+  region: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
+  grasp: tuple[float, float, float, float] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Articulation:
+  """A slide or hinge joint the gripper operates through a handle entity."""
+  name: str
+  joint: str
+  handle: str  # entity name of the handle
+  kind: str  # "slide" or "hinge"
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """instruction; layout: {object: (x, y, z, yaw)} for objects in the scene
+  (others are parked); noise: (dx, dy, dyaw) half-ranges, per object or one
+  for all; joints: {articulation: initial value}; goals: ((kind, a, b), ...)
+  with entity / articulation names."""
+  instruction: str
+  layout: dict[str, tuple[float, float, float, float]]
+  goals: tuple[tuple[int, str, str], ...]
+  noise: dict[str, tuple[float, float, float]] = dataclasses.field(default_factory=dict)
+  joints: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteSpec:
+  name: str
+  bodies: tuple[scene.Body, ...]
+  rules: tuple[tuple[str, str], ...]
+  objects: tuple[Entity, ...]  # movable (free-joint) objects
+  fixtures: tuple[Entity, ...]
+  articulations: tuple[Articulation, ...]
+  tasks: tuple[Task, ...]
+  max_episode_steps: int
+  default_noise: tuple[float, float, float] = (0.02, 0.02, 0.3)
+
+
+AGENTVIEW = dict(name="agentview", pos="1.25 0 0.75", xyaxes="0 1 0 -0.53 0 0.85", fovy="50")
+
+
+class TabletopSuite:
+  """Pure reset/step for one suite. Config:
+
+  image_size: H = W of both cameras (64 for CPU work; 128 and 224 work).
+  render: False gives image-free observations (for experts and evaluation of
+    privileged policies).
+  substeps: physics steps per 20 Hz control step (timestep = 0.05 / substeps).
+  eval_seed: seed of the 50 fixed evaluation initial states per task.
+  """
+
+  action_size = 7
+  control_dt = 0.05
+
+  def __init__(self, spec: SuiteSpec, image_size: int = 64, render: bool = True,
+               substeps: int = 5, eval_seed: int = 0, max_episode_steps: int | None = None):
+    if image_size < 8:
+      raise ValueError(f"image_size must be >= 8, got {image_size}")
+    if substeps < 1:
+      raise ValueError(f"substeps must be >= 1, got {substeps}")
+    self.spec = spec
+    self.name = spec.name
+    self.image_size = image_size
+    self.render_images = render
+    self.substeps = substeps
+    self.eval_seed = eval_seed
+    self.max_episode_steps = max_episode_steps or spec.max_episode_steps
+    self.instructions = tuple(t.instruction for t in spec.tasks)
+    self.num_tasks = len(spec.tasks)
+    xml, self.num_contact_pairs = scene.build(
+        spec.bodies, spec.rules, cameras=[AGENTVIEW], model_name=spec.name,
+        option=dict(timestep=f"{self.control_dt / substeps:.6g}"))
+    self.xml = xml
+    self.mj_model = mujoco.MjModel.from_xml_string(xml)
+    self.mjx_model = mjx.put_model(self.mj_model)
+    self._index()
+    self._tables()
+    self.cameras = ("agentview", "wrist")
+    if render:
+      from envs import render as render_lib  # pylint: disable=import-outside-toplevel
+      self._render_lib = render_lib
+      self.render_model = render_lib.render_model(self.mj_model)
+
+  # ---------------------------------------------------------------- indexing
+  def _index(self):
+    m = self.mj_model
+    sp = self.spec
+    self.tcp_site = m.site("tcp").id
+    ents = [Entity("table", "table"), Entity("left_pad", ""), Entity("right_pad", "")]
+    ents += list(sp.objects) + list(sp.fixtures)
+    self.entities = tuple(ents)
+    self.entity_index = {e.name: i for i, e in enumerate(ents)}
+    self.num_objects = len(sp.objects)
+    E = len(ents)
+    self.ent_body = np.array([m.body(e.body).id if e.body else 0 for e in ents], np.int32)
+    self.pad_geoms = np.array([m.geom("left_pad").id, m.geom("right_pad").id], np.int32)
+    self.ent_top = np.array([e.top for e in ents], np.float32)
+    reg_c = np.zeros((E, 3), np.float32)
+    reg_h = np.full((E, 3), -1.0, np.float32)  # negative: no region, IN never holds
+    grasp = np.zeros((E, 4), np.float32)
+    for i, e in enumerate(ents):
+      if e.region is not None:
+        reg_c[i], reg_h[i] = e.region
+      if e.grasp is not None:
+        grasp[i] = e.grasp
+    self.region_offset, self.region_half, self.ent_grasp = reg_c, reg_h, grasp
+    # geom -> entity (a body's geoms belong to the nearest entity body above it)
+    body_ent = np.full(m.nbody, E, np.int32)
+    for i, e in enumerate(ents):
+      if e.body:
+        body_ent[m.body(e.body).id] = i
+    for b in range(1, m.nbody):  # bodies are ordered parents first
+      if body_ent[b] == E and body_ent[m.body_parentid[b]] != E and m.body_parentid[b] != 0:
+        body_ent[b] = body_ent[m.body_parentid[b]]
+    geom_ent = body_ent[m.geom_bodyid].copy()
+    geom_ent[self.pad_geoms[0]] = predicates.LEFT_PAD
+    geom_ent[self.pad_geoms[1]] = predicates.RIGHT_PAD
+    self.geom_entity = geom_ent
+    # free joints of objects, articulated joints
+    self.obj_qadr = np.array([m.jnt_qposadr[m.body(o.body).jntadr[0]] for o in sp.objects], np.int32)
+    self.obj_dadr = np.array([m.jnt_dofadr[m.body(o.body).jntadr[0]] for o in sp.objects], np.int32)
+    self.art_index = {a.name: i for i, a in enumerate(sp.articulations)}
+    jids = [m.joint(a.joint).id for a in sp.articulations]
+    self.art_qadr = np.array([m.jnt_qposadr[j] for j in jids], np.int32)
+    self.art_range = np.array([m.jnt_range[j] for j in jids], np.float32).reshape(-1, 2)
+    self.art_handle = np.array([self.entity_index[a.handle] for a in sp.articulations], np.int32)
+    self.art_is_hinge = np.array([a.kind == "hinge" for a in sp.articulations], bool)
+    self.art_jid = np.array(jids, np.int32)
+
+  def _tables(self):
+    """Per-task arrays: layouts [T, N, 4], noise [T, N, 3], joints [T, J], goals [T, S, 3]."""
+    sp = self.spec
+    T, N, J = self.num_tasks, self.num_objects, len(sp.articulations)
+    S = max(len(t.goals) for t in sp.tasks)
+    layout = np.zeros((T, N, 4), np.float32)
+    noise = np.zeros((T, N, 3), np.float32)
+    joints = np.zeros((T, J), np.float32)
+    goals = np.zeros((T, S, 3), np.int32)
+    names = [o.name for o in sp.objects]
+    for t, task in enumerate(sp.tasks):
+      for i, o in enumerate(sp.objects):
+        if o.name in task.layout:
+          layout[t, i] = task.layout[o.name]
+          noise[t, i] = task.noise.get(o.name, sp.default_noise)
+        else:
+          layout[t, i] = (PARK_X + 0.25 * i, 0.0, -o.grasp[3] if o.grasp else 0.05, 0.0)
+      for k in task.layout:
+        if k not in names:
+          raise ValueError(f"{sp.name} task {t}: unknown object {k!r} in layout")
+      for name, v in task.joints.items():
+        joints[t, self.art_index[name]] = v
+      for s, (kind, a, b) in enumerate(task.goals):
+        lookup = self.art_index if kind in (predicates.OPEN, predicates.CLOSE,
+                                            predicates.TURNON) else self.entity_index
+        goals[t, s] = (kind, lookup[a], self.entity_index[b] if b else 0)
+    self.task_layout, self.task_noise = jnp.asarray(layout), jnp.asarray(noise)
+    self.task_joints, self.task_goals = jnp.asarray(joints), jnp.asarray(goals)
+    self.num_stages = jnp.asarray([len(t.goals) for t in sp.tasks], jnp.int32)
+
+  # ------------------------------------------------------------------ physics
+  def _init_data(self, key: jax.Array, task_id: jax.Array) -> mjx.Data:
+    m = self.mjx_model
+    qpos = jnp.asarray(self.mj_model.qpos0)
+    qpos = qpos.at[:7].set(jnp.asarray(control.HOME_QPOS)).at[7:9].set(control.FINGER_OPEN)
+    lay, noi = self.task_layout[task_id], self.task_noise[task_id]
+    u = jax.random.uniform(key, (self.num_objects, 3), minval=-1.0, maxval=1.0)
+    xy = lay[:, :2] + u[:, :2] * noi[:, :2]
+    yaw = lay[:, 3] + u[:, 2] * noi[:, 2]
+    quat = jnp.stack([jnp.cos(yaw / 2), jnp.zeros_like(yaw), jnp.zeros_like(yaw),
+                      jnp.sin(yaw / 2)], -1)
+    pose = jnp.concatenate([xy, lay[:, 2:3], quat], -1)  # [N, 7]
+    idx = self.obj_qadr[:, None] + np.arange(7)[None]
+    qpos = qpos.at[idx].set(pose)
+    if len(self.art_qadr):
+      qpos = qpos.at[self.art_qadr].set(self.task_joints[task_id])
+    ctrl = jnp.concatenate([jnp.asarray(control.HOME_QPOS),
+                            jnp.full((2,), control.FINGER_OPEN)])
+    d = mjx.make_data(m).replace(qpos=qpos, ctrl=ctrl)
+    return mjx.forward(m, d)
+
+  def _physics(self, d: mjx.Data, ctrl: jax.Array) -> mjx.Data:
+    m = self.mjx_model
+    d = d.replace(ctrl=ctrl)
+    d, _ = jax.lax.scan(lambda d, _: (mjx.step(m, d), None), d, None, length=self.substeps)
+    return d
+
+  def privileged(self, d: mjx.Data) -> dict[str, jax.Array]:
+    """Poses, joint values and contacts (the physics interface's outputs)."""
+    E = len(self.entities)
+    ent_pos = d.xpos[self.ent_body].at[1:3].set(d.geom_xpos[self.pad_geoms])
+    ent_mat = d.xmat[self.ent_body].at[1:3].set(d.geom_xmat[self.pad_geoms])
+    c = d._impl.contact  # pylint: disable=protected-access
+    ge = jnp.asarray(self.geom_entity)
+    e1, e2 = ge[c.geom1], ge[c.geom2]
+    active = (c.dist < 2e-3).astype(jnp.float32)
+    touch = jnp.zeros((E + 1, E + 1)).at[e1, e2].max(active).at[e2, e1].max(active)
+    tcp_pos, tcp_mat = control.tcp_pose(d, self.tcp_site)
+    return dict(
+        ent_pos=ent_pos, ent_mat=ent_mat,
+        target_pos=ent_pos + jnp.einsum("eij,ej->ei", ent_mat, self.ent_top),
+        region_centre=ent_pos + jnp.einsum("eij,ej->ei", ent_mat, self.region_offset),
+        region_half=jnp.asarray(self.region_half), ent_grasp=jnp.asarray(self.ent_grasp),
+        touch=touch[:E, :E] > 0,
+        joint_q=d.qpos[self.art_qadr], joint_range=jnp.asarray(self.art_range),
+        joint_anchor=d.xanchor[self.art_jid], joint_axis=d.xaxis[self.art_jid],
+        art_handle=jnp.asarray(self.art_handle), art_is_hinge=jnp.asarray(self.art_is_hinge),
+        tcp_pos=tcp_pos, tcp_mat=tcp_mat, fingers=d.qpos[7:9])
+
+  # ------------------------------------------------------------ observations
+  def observe(self, d: mjx.Data, task_id: jax.Array) -> dict[str, jax.Array]:
+    pos, mat = control.tcp_pose(d, self.tcp_site)
+    obs = dict(proprio=jnp.concatenate([pos, rotvec(mat), d.qpos[7:9]]).astype(jnp.float32),
+               task_id=task_id.astype(jnp.int32))
+    if self.render_images:
+      size = self.image_size
+      r = self._render_lib
+      obs["agentview"] = r.render_camera(self.render_model, d, self.mj_model.camera("agentview").id,
+                                         height=size, width=size)["rgb"]
+      obs["wrist"] = r.render_camera(self.render_model, d, self.mj_model.camera("wrist").id,
+                                     height=size, width=size)["rgb"]
+    return obs
+
+  # --------------------------------------------------------------- env API
+  def reset(self, key: jax.Array, task_id: jax.Array | None = None) -> State:
+    """One world. ``task_id`` None: drawn uniformly from the suite's tasks."""
+    k_task, k_init, k_next = jax.random.split(key, 3)
+    if task_id is None:
+      task_id = jax.random.randint(k_task, (), 0, self.num_tasks)
+    task_id = jnp.asarray(task_id, jnp.int32)
+    d = self._init_data(k_init, task_id)
+    return self._state(d, task_id, k_next)
+
+  def eval_key(self, task_id: int, index: int) -> jax.Array:
+    """Key of fixed evaluation initial state ``index`` (0..49) of ``task_id``."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.eval_seed), task_id), index)
+
+  def reset_eval(self, task_id: jax.Array, index: jax.Array) -> State:
+    """The fixed, seeded evaluation initial state ``index`` of ``task_id``."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.eval_seed), task_id), index)
+    return self.reset(key, task_id)
+
+  def _state(self, d, task_id, rng) -> State:
+    priv = self.privileged(d)
+    stages = predicates.all_satisfied(priv, self.task_goals[task_id])
+    zero = jnp.float32(0.0)
+    info = dict(task_id=task_id, step=jnp.int32(0), rng=rng, priv=priv,
+                stages=stages, success=zero)
+    metrics = dict(dense_reward=zero, nonfinite_action=zero, nonfinite_physics=zero)
+    return State(data=d, obs=self.observe(d, task_id), reward=zero, done=zero,
+                 metrics=metrics, info=info)
+
+  def step(self, state: State, action: jax.Array) -> State:
+    action, bad_action = control.sanitize(jnp.asarray(action, jnp.float32))
+    d0 = state.data
+    ctrl = control.joint_targets(self.mjx_model, d0, action, self.tcp_site)
+    d = self._physics(d0, ctrl)
+    finite = jnp.all(jnp.isfinite(d.qpos)) & jnp.all(jnp.isfinite(d.qvel))
+    # A world that blew up keeps its last finite state and ends its episode;
+    # AutoReset then starts it afresh. Other worlds are untouched.
+    d = jax.tree.map(lambda new, old: jnp.where(finite, new, old), d, d0)
+    task_id = state.info["task_id"]
+    priv = self.privileged(d)
+    goals = self.task_goals[task_id]
+    stages = predicates.all_satisfied(priv, goals)
+    success = jnp.all(stages).astype(jnp.float32)
+    step = state.info["step"] + 1
+    done = jnp.maximum(success, (step >= self.max_episode_steps).astype(jnp.float32))
+    done = jnp.maximum(done, 1.0 - finite.astype(jnp.float32))
+    from envs import experts  # pylint: disable=import-outside-toplevel
+    dense = experts.dense_reward(priv, goals, stages)
+    info = dict(state.info, step=step, priv=priv, stages=stages, success=success)
+    metrics = dict(dense_reward=dense, nonfinite_action=bad_action,
+                   nonfinite_physics=1.0 - finite.astype(jnp.float32))
+    return State(data=d, obs=self.observe(d, task_id), reward=success, done=done,
+                 metrics=metrics, info=info)
+
+  def expert_action(self, state: State) -> jax.Array:
+    """The scripted feedback expert's action [7] for this world's state."""
+    from envs import experts  # pylint: disable=import-outside-toplevel
+    goals = self.task_goals[state.info["task_id"]]
+    return experts.act(state.info["priv"], goals, state.info["stages"])
+
+
+def rotvec(mat: jax.Array) -> jax.Array:
+  """Axis-angle vector [3] of a rotation matrix [3, 3], angle in [0, pi]."""
+  cos = jnp.clip((jnp.trace(mat) - 1.0) / 2.0, -1.0, 1.0)
+  angle = jnp.arccos(cos)
+  v = jnp.stack([mat[2, 1] - mat[1, 2], mat[0, 2] - mat[2, 0], mat[1, 0] - mat[0, 1]])
+  sin = jnp.sin(angle)
+  small = v * jnp.where(sin > 1e-3, angle / (2.0 * jnp.maximum(sin, 1e-3)), 0.5)
+  # Near a half turn the antisymmetric part vanishes: the axis is the
+  # dominant column of (R + I) / 2 = n n^T, its sign taken from v.
+  b = (mat + jnp.eye(3)) / 2.0
+  k = jnp.argmax(jnp.diag(b))
+  axis = b[:, k] / jnp.sqrt(jnp.maximum(b[k, k], 1e-9))
+  axis = axis * jnp.where(axis @ v < 0, -1.0, 1.0)
+  return jnp.where(sin > 1e-3, small, axis * angle)
