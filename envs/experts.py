@@ -42,9 +42,12 @@ def _wrap_half_pi(yaw):
   return (yaw + jnp.pi / 2) % jnp.pi - jnp.pi / 2
 
 
+GAIN = 0.7  # < 1: the servos lag the IK target; full gain overshoots
+
+
 def _action(priv, tgt_pos, yaw, grip):
   """Proportional move of the TCP toward ``tgt_pos`` with gripper yaw ``yaw``."""
-  dp = (tgt_pos - priv["tcp_pos"]) / control.POS_SCALE
+  dp = GAIN * (tgt_pos - priv["tcp_pos"]) / control.POS_SCALE
   dr = _rot_err(_rz(yaw) @ R_DOWN, priv["tcp_mat"]) / control.ROT_SCALE
   return jnp.concatenate([jnp.clip(dp, -1, 1), jnp.clip(dr, -1, 1), jnp.array([grip])])
 
@@ -67,11 +70,15 @@ def approach_and_grasp(priv, a):
   opening = priv["fingers"].sum()
   xy_err = jnp.linalg.norm(g[:2] - p[:2])
   yaw_err = jnp.abs(_wrap_half_pi(yaw - _tcp_yaw(priv)))
-  aligned = (xy_err < 0.012) & (yaw_err < 0.12)
+  # Tight alignment to start descending, looser once on the way down (the
+  # height tells which: no memory needed).
+  descending = p[2] < g[2] + HOVER - 0.02
+  aligned = (xy_err < jnp.where(descending, 0.022, 0.012)) & (yaw_err < 0.12)
   low = p[2] < g[2] + 0.06
   hover = g.at[2].add(HOVER)
   up = p.at[2].set(jnp.maximum(p[2], g[2] + HOVER))
-  tgt = jnp.where(aligned, g, jnp.where(low, up, hover))
+  down = g.at[2].set(jnp.maximum(g[2], p[2] - 0.03))  # descend at <= 3 cm a step
+  tgt = jnp.where(aligned, down, jnp.where(low, up, hover))
   tgt = jnp.where(~aligned & (opening < MAX_OPEN - 0.01), p, tgt)  # open before moving
   at_bottom = aligned & (p[2] - g[2] < 0.008)
   empty = opening < 0.004  # closed on nothing: open and retry
@@ -103,7 +110,7 @@ def pick_place(priv, a, b, kind):
   carry = jnp.where(low | resting, p.at[2].set(jnp.maximum(travel, o[2] + 0.05) + dz),
                     jnp.concatenate([p[:2] + xy, carry_z[None]]))
   lower = jnp.concatenate([p[:2] + xy, (t[2] + dz)[None]])
-  release = ~far & (o[2] - t[2] < 0.01)
+  release = (jnp.linalg.norm(xy) < 0.01) & (o[2] - t[2] < 0.01)
   tgt = jnp.where(far, carry, lower)
   held_act = _action(priv, tgt, _tcp_yaw(priv), jnp.where(release, -1.0, 1.0))
   return jnp.where(P.held(priv, a), held_act, approach_and_grasp(priv, a))

@@ -88,7 +88,8 @@ def render_model(m: mujoco.MjModel, geom_groups: Sequence[int] = (0, 1, 2),
          if visible[i] and int(m.geom_type[i]) not in _SUPPORTED]
   if bad:
     names = [f"{mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, i) or i}"
-             f" ({mujoco.mjtGeom(int(m.geom_type[i])).name})" for i in bad]
+             f" ({mujoco.mjtGeom(int(m.geom_type[i])).name[7:].lower()})"
+             for i in bad]
     raise ValueError(
         "envs.render supports only plane/sphere/capsule/ellipsoid/cylinder/box"
         f" geoms; visible unsupported geoms: {', '.join(names)}. Move them to a"
@@ -192,7 +193,7 @@ def _hit_capsule(o, v, s):
     t0, t1, ok = _roots(a, bxy + v[2] * oz, cxy + oz * oz)
     for tc in (t0, t1):
       cap = ok & (sign * (o[2] + tc * v[2]) >= h)
-      t = jnp.minimum(t, _keep(tc, cap))
+      pass
   return t
 
 

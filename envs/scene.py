@@ -27,7 +27,7 @@ from typing import Sequence
 
 ROBOT_XML = os.path.join(os.path.dirname(__file__), "robots", "panda.xml")
 ROBOT_ROLES = {"left_pad": "pad", "right_pad": "pad", "panda_hand_geom": "hand"}
-ROBOT_FRICTION = {"left_pad": 1.5, "right_pad": 1.5}
+ROBOT_FRICTION = {"left_pad": 2.0, "right_pad": 2.0}
 
 # Stiff contacts (impedance up to 0.99) keep light objects from sinking into the
 # pads under grip force at a 10 ms timestep. <pair> does not inherit geom solimp.

@@ -7,11 +7,11 @@ from envs import predicates as P
 from envs.libero import objects as O
 from envs.tabletop import SuiteSpec, Task
 
-PLATE = (0.56, 0.02)
-RAMEKIN = (0.44, -0.14)
-COOKIE = (0.64, -0.16)
-STOVE = (0.5, -0.34)
-CABINET = (0.62, 0.3)
+PLATE = (0.58, 0.07)
+RAMEKIN = (0.42, -0.16)
+COOKIE = (0.68, -0.14)
+STOVE = (0.55, -0.36)
+CABINET = (0.58, 0.3)
 CAB_H = 0.22
 TOP_DRAWER_Z = 0.12  # floor top of the top drawer (cabinet height 0.22, two drawers)
 
@@ -25,30 +25,34 @@ QUALIFIERS = (
 def _spot(name):
   """(x, y, z) where a bowl starts for each qualifier."""
   return {
-      "between the plate and the ramekin": (0.47, -0.05, 0.0),
-      "next to the ramekin": (0.38, -0.22, 0.0),
-      "from table center": (0.45, 0.12, 0.0),
+      "between the plate and the ramekin": SPOT_A,
+      "next to the ramekin": SPOT_B,
+      "from table center": SPOT_C,
       "on the cookie box": (COOKIE[0], COOKIE[1], 0.06),
       "in the top drawer of the wooden cabinet": (CABINET[0] - 0.14, CABINET[1], TOP_DRAWER_Z),
       "on the ramekin": (RAMEKIN[0], RAMEKIN[1], 0.035),
-      "next to the cookie box": (0.7, -0.04, 0.0),
+      "next to the cookie box": SPOT_D,
       "on the stove": (STOVE[0], STOVE[1], 0.03),
-      "next to the plate": (0.66, 0.1, 0.0),
+      "next to the plate": SPOT_E,
       "on the wooden cabinet": (CABINET[0] + 0.02, CABINET[1], CAB_H),
   }[name]
 
 
+# table spots, clear of the fixtures and of each other by >= 2 cm after noise
+SPOT_A = (0.49, -0.06, 0.0)  # between the plate and the ramekin
+SPOT_B = (0.36, -0.26, 0.0)  # next to the ramekin
+SPOT_C = (0.45, 0.16, 0.0)  # table centre
+SPOT_D = (0.72, 0.0, 0.0)  # next to the cookie box
+SPOT_E = (0.45, 0.04, 0.0)  # next to the plate
 # where the other bowl waits in each task (clear of the target's spot)
-OTHER = ((0.38, 0.2, 0.0), (0.47, -0.05, 0.0), (0.66, 0.1, 0.0), (0.38, -0.22, 0.0),
-         (0.45, 0.12, 0.0), (0.7, -0.04, 0.0), (0.38, 0.2, 0.0), (0.45, 0.12, 0.0),
-         (0.38, -0.22, 0.0), (0.47, -0.05, 0.0))
+OTHER = (SPOT_C, SPOT_D, SPOT_A, SPOT_B, SPOT_A, SPOT_D, SPOT_C, SPOT_C, SPOT_B, SPOT_A)
 
 
 def spec() -> SuiteSpec:
   table, table_e = O.table()
   bowl1, bowl1_e = O.bowl("akita_black_bowl_1")
   bowl2, bowl2_e = O.bowl("akita_black_bowl_2")
-  plate, plate_e = O.plate("plate", pos=(*PLATE, 0.0))
+  plate, plate_e = O.plate("plate", pos=(*PLATE, 0.0), half=0.06)
   ram, ram_e = O.ramekin("ramekin", pos=(*RAMEKIN, 0.0))
   cookie, cookie_e = O.block("cookie_box", (0.045, 0.06, 0.03), (0.85, 0.35, 0.15, 1),
                              pos=(*COOKIE, 0.0))
