@@ -23,6 +23,7 @@ from envs import predicates as P
 # Home orientation of the TCP: x forward, pointing down.
 R_DOWN = jnp.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
 HOVER = 0.10  # m above a grasp point before descending
+CARRY_Z = 0.26  # m: lowest carry height of a held object's origin
 MAX_OPEN = 2 * control.FINGER_OPEN
 
 
@@ -101,7 +102,9 @@ def pick_place(priv, a, b, kind):
   dz = p[2] - o[2]  # TCP height above the object's origin while held
   xy = t[:2] - o[:2]
   far = jnp.linalg.norm(xy) > 0.012
-  travel = t[2] + 0.10  # carry height of the object's bottom
+  # carry height of the object's origin: above the target and above every
+  # fixture top it may pass (the tallest, a cabinet, is 0.22 m)
+  travel = jnp.maximum(t[2] + 0.10, CARRY_Z)
   # still touching what it stood on (anything but the pads): lift straight up first
   others = priv["touch"][a].at[P.LEFT_PAD].set(False).at[P.RIGHT_PAD].set(False)
   resting = jnp.any(others)
