@@ -11,10 +11,12 @@ Conventions
     ``fovy`` is the vertical field of view in degrees; the horizontal extent is
     scaled by the aspect ratio width/height. Pixel (row r, col c) uses the ray
     through the pixel centre; row 0 is the top of the image, col 0 the left.
+    Camera intrinsics (``sensorsize``/``focal``) are not used, only fovy.
   * Depth is the distance along the unit-length ray from the camera origin to
     the hit (``mj_ray`` with a unit ``vec``), not the z-buffer distance. Pixels
     whose ray hits nothing get ``NO_HIT_DEPTH`` (1e4), segmentation -1 and
-    ``RenderModel.background`` as colour.
+    ``RenderModel.background`` as colour. Depth is float32 and rounded down
+    by at most a relative 2**(b - 23), b = bits of the visible-geom count.
   * Intersections follow ``mj_ray``: planes are one-sided (hit only from their
     +z side) and bounded by ``|x| <= size[0]``, ``|y| <= size[1]`` unless that
     size is <= 0 (then infinite in that direction); a quadric is hit at its
@@ -26,7 +28,10 @@ Conventions
     with a material: it tests the material alpha alone.) Textures are ignored.
   * Light: light 0. Directional lights shine along ``light_xdir``; every other
     type is treated as a point light at ``light_xpos`` (no spot cone, no
-    attenuation). Models without lights get ambient + headlight only.
+    attenuation). colour = rgb * (ambient + headlight_diffuse * max(0, -n.d)
+    + light_diffuse * max(0, n.l) * unshadowed), with ambient = headlight
+    ambient + light ambient, all from the model; no specular, no alpha
+    blending. Models without lights get ambient + headlight only.
 
 Shapes: ``rgb`` uint8 [H, W, 3]; ``depth`` float32 [H, W]; ``segmentation``
 int32 [H, W] (geom id, -1 for background). Batch with ``jax.vmap``.
@@ -109,8 +114,10 @@ def render_model(m: mujoco.MjModel, geom_groups: Sequence[int] = (0, 1, 2),
   head = m.vis.headlight
   has_light = m.nlight > 0
   if has_light:
-    directional = (bool(m.light_directional[0]) if hasattr(m, "light_directional")
-                   else int(m.light_type[0]) == int(mujoco.mjtLightType.mjLIGHT_DIRECTIONAL))
+    if hasattr(m, "light_directional"):   # MuJoCo < 3.3
+      directional = bool(m.light_directional[0])
+    else:
+      directional = m.light_type[0] == mujoco.mjtLightType.mjLIGHT_DIRECTIONAL
     diffuse = m.light_diffuse[0] * float(m.light_active[0])
     lamb = m.light_ambient[0] * float(m.light_active[0])
   else:
@@ -346,7 +353,7 @@ def render(rm: RenderModel, geom_xpos, geom_xmat, light_pos, light_dir,
   else:
     sh = []
   blocked = jnp.zeros(npix, jnp.int32)
-  for (_, a, b), ts in zip(rm.segments, sh):   # int max: faster than any()
+  for (_, a, b), ts in zip(rm.segments, sh):
     own = jnp.arange(a, b)[None, :] == k[:, None]
     hit_t = ((ts < dist[:, None]) & ~own).astype(jnp.int32)
     blocked = jnp.maximum(blocked, jnp.max(hit_t, axis=-1))
