@@ -64,3 +64,19 @@ def joint_targets(m: mjx.Model, d: mjx.Data, action: jax.Array, tcp_site: int,
   q_target = jnp.clip(q + dq, lo, hi)
   finger = FINGER_OPEN * (1.0 - action[6]) * 0.5
   return jnp.concatenate([q_target, jnp.stack([finger, finger])])
+
+
+def rotvec(mat: jax.Array) -> jax.Array:
+  """Axis-angle vector [3] of a rotation matrix [3, 3], angle in [0, pi]."""
+  cos = jnp.clip((jnp.trace(mat) - 1.0) / 2.0, -1.0, 1.0)
+  angle = jnp.arccos(cos)
+  v = jnp.stack([mat[2, 1] - mat[1, 2], mat[0, 2] - mat[2, 0], mat[1, 0] - mat[0, 1]])
+  sin = jnp.sin(angle)
+  small = v * jnp.where(sin > 1e-3, angle / (2.0 * jnp.maximum(sin, 1e-3)), 0.5)
+  # Near a half turn the antisymmetric part vanishes: the axis is the
+  # dominant column of (R + I) / 2 = n n^T, its sign taken from v.
+  b = (mat + jnp.eye(3)) / 2.0
+  k = jnp.argmax(jnp.diag(b))
+  axis = b[:, k] / jnp.sqrt(jnp.maximum(b[k, k], 1e-9))
+  axis = axis * jnp.where(axis @ v < 0, -1.0, 1.0)
+  return jnp.where(sin > 1e-3, small, axis * angle)

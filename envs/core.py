@@ -103,7 +103,8 @@ class AutoReset:
       data = jax.tree.map(pick, fresh.data, nxt.data)
       obs = jax.tree.map(pick, fresh.obs, nxt.obs)
       keep = ("success",)
-      info = {k: (v if k in keep else pick(fresh.info[k], v)) for k, v in nxt.info.items()}
+      info = {k: (v if k in keep else jax.tree.map(pick, fresh.info[k], v))
+              for k, v in nxt.info.items()}
       return nxt.replace(data=data, obs=obs, info=info)
 
     return jax.lax.cond(jnp.any(nxt.done > 0), do_reset, lambda s: s, nxt)

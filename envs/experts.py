@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from envs import control
 from envs import predicates as P
 
 # Home orientation of the TCP: x forward, pointing down.
-R_DOWN = jnp.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
+R_DOWN = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]], np.float32)
 HOVER = 0.10  # m above a grasp point before descending
 CARRY_Z = 0.26  # m: lowest carry height of a held object's origin
 MAX_OPEN = 2 * control.FINGER_OPEN
@@ -34,8 +35,7 @@ def _rz(yaw):
 
 def _rot_err(r_des, r_cur):
   """World-frame axis-angle taking r_cur to r_des."""
-  from envs.tabletop import rotvec  # pylint: disable=import-outside-toplevel
-  return rotvec(r_des @ r_cur.T)
+  return control.rotvec(r_des @ r_cur.T)
 
 
 def _wrap_half_pi(yaw):

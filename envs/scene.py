@@ -163,12 +163,12 @@ def build(bodies: Sequence[Body], rules: Sequence[tuple[str, str]], *,
   ET.SubElement(opt, "flag", eulerdamp="disable")
   root.append(robot.find("default"))
   visual = ET.SubElement(root, "visual")
-  ET.SubElement(visual, "headlight", ambient="0.35 0.35 0.35", diffuse="0.4 0.4 0.4")
+  ET.SubElement(visual, "headlight", ambient="0.12 0.12 0.12", diffuse="0.25 0.25 0.25")
   asset = ET.SubElement(root, "asset")
   ET.SubElement(asset, "material", name="default_material", rgba="1 1 1 1")
   world = ET.SubElement(root, "worldbody")
   ET.SubElement(world, "light", name="sun", pos="0.3 -0.4 2.5", dir="-0.15 0.2 -1",
-                directional="true", diffuse="0.75 0.75 0.75", ambient="0.3 0.3 0.3",
+                directional="true", diffuse="0.55 0.55 0.55", ambient="0.12 0.12 0.12",
                 castshadow="true")
   for cam in cameras:
     world.append(ET.Element("camera", cam))

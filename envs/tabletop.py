@@ -22,7 +22,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from envs import control, predicates, scene
+from envs import control, experts, predicates, scene
 from envs.core import State
 
 PARK_X = 2.5  # objects a task does not use wait here, behind the agentview camera
@@ -253,7 +253,7 @@ class TabletopSuite:
   # ------------------------------------------------------------ observations
   def observe(self, d: mjx.Data, task_id: jax.Array) -> dict[str, jax.Array]:
     pos, mat = control.tcp_pose(d, self.tcp_site)
-    obs = dict(proprio=jnp.concatenate([pos, rotvec(mat), d.qpos[7:9]]).astype(jnp.float32),
+    obs = dict(proprio=jnp.concatenate([pos, control.rotvec(mat), d.qpos[7:9]]).astype(jnp.float32),
                task_id=task_id.astype(jnp.int32))
     if self.render_images:
       size = self.image_size
@@ -310,7 +310,6 @@ class TabletopSuite:
     step = state.info["step"] + 1
     done = jnp.maximum(success, (step >= self.max_episode_steps).astype(jnp.float32))
     done = jnp.maximum(done, 1.0 - finite.astype(jnp.float32))
-    from envs import experts  # pylint: disable=import-outside-toplevel
     dense = experts.dense_reward(priv, goals, stages)
     info = dict(state.info, step=step, priv=priv, stages=stages, success=success)
     metrics = dict(dense_reward=dense, nonfinite_action=bad_action,
@@ -320,22 +319,5 @@ class TabletopSuite:
 
   def expert_action(self, state: State) -> jax.Array:
     """The scripted feedback expert's action [7] for this world's state."""
-    from envs import experts  # pylint: disable=import-outside-toplevel
     goals = self.task_goals[state.info["task_id"]]
     return experts.act(state.info["priv"], goals, state.info["stages"])
-
-
-def rotvec(mat: jax.Array) -> jax.Array:
-  """Axis-angle vector [3] of a rotation matrix [3, 3], angle in [0, pi]."""
-  cos = jnp.clip((jnp.trace(mat) - 1.0) / 2.0, -1.0, 1.0)
-  angle = jnp.arccos(cos)
-  v = jnp.stack([mat[2, 1] - mat[1, 2], mat[0, 2] - mat[2, 0], mat[1, 0] - mat[0, 1]])
-  sin = jnp.sin(angle)
-  small = v * jnp.where(sin > 1e-3, angle / (2.0 * jnp.maximum(sin, 1e-3)), 0.5)
-  # Near a half turn the antisymmetric part vanishes: the axis is the
-  # dominant column of (R + I) / 2 = n n^T, its sign taken from v.
-  b = (mat + jnp.eye(3)) / 2.0
-  k = jnp.argmax(jnp.diag(b))
-  axis = b[:, k] / jnp.sqrt(jnp.maximum(b[k, k], 1e-9))
-  axis = axis * jnp.where(axis @ v < 0, -1.0, 1.0)
-  return jnp.where(sin > 1e-3, small, axis * angle)

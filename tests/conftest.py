@@ -1,0 +1,36 @@
+"""Test setup: MJX on CPU needs XLA's fusion emitters off before JAX starts."""
+import os
+
+_FLAG = "--xla_cpu_use_fusion_emitters=false"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+import envs  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def spatial():
+  """LIBERO-Spatial with 64x64 images (compiled functions cached on the fixture)."""
+  return envs.make("libero_spatial", image_size=64)
+
+
+@pytest.fixture(scope="session")
+def spatial_blind():
+  """LIBERO-Spatial without rendering, for physics, predicates and experts."""
+  return envs.make("libero_spatial", render=False)
+
+
+@pytest.fixture(scope="session")
+def batch_fns(spatial):
+  env = envs.core.BatchEnv(spatial)
+  return env, jax.jit(env.reset), jax.jit(env.step)
+
+
+@pytest.fixture(scope="session")
+def blind_fns(spatial_blind):
+  """Jitted unbatched (reset, reset_eval, step) of the image-free suite."""
+  env = spatial_blind
+  return jax.jit(env.reset), jax.jit(env.reset_eval), jax.jit(env.step)

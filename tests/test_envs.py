@@ -1,0 +1,158 @@
+"""Environment API, determinism, robustness, control and physics fidelity."""
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+from mujoco import mjx
+
+import envs
+from envs import control
+from envs.core import AutoReset, BatchEnv
+
+
+def test_registry_and_config_errors():
+  assert "libero_spatial" in envs.registered()
+  with pytest.raises(ValueError, match="unknown environment"):
+    envs.make("libero_nonexistent")
+  with pytest.raises(ValueError, match="image_size"):
+    envs.make("libero_spatial", image_size=2)
+
+
+def test_spatial_suite_matches_libero(spatial):
+  assert spatial.num_tasks == 10
+  assert spatial.max_episode_steps == 220
+  assert spatial.instructions[0] == (
+      "pick up the black bowl between the plate and the ramekin and place it on the plate")
+  assert spatial.instructions[9] == (
+      "pick up the black bowl on the wooden cabinet and place it on the plate")
+
+
+def test_batched_shapes_and_dtypes(batch_fns):
+  env, reset, step = batch_fns
+  keys = jax.random.split(jax.random.PRNGKey(0), 2)
+  s = reset(keys, jnp.array([0, 3]))
+  assert s.obs["agentview"].shape == (2, 64, 64, 3) and s.obs["agentview"].dtype == jnp.uint8
+  assert s.obs["wrist"].shape == (2, 64, 64, 3) and s.obs["wrist"].dtype == jnp.uint8
+  assert s.obs["proprio"].shape == (2, 8) and s.obs["proprio"].dtype == jnp.float32
+  assert s.obs["task_id"].tolist() == [0, 3]
+  s = step(s, jnp.zeros((2, 7)))
+  assert s.reward.shape == (2,) and s.done.shape == (2,)
+  assert s.info["step"].tolist() == [1, 1]
+  for v in s.metrics.values():
+    assert v.shape == (2,)
+  # the image is not blank: several distinct colours from the scene
+  assert len(np.unique(np.asarray(s.obs["agentview"][0]).reshape(-1, 3), axis=0)) > 20
+
+
+def test_same_key_same_rollout(batch_fns):
+  env, reset, step = batch_fns
+
+  def run(seed):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2)
+    s = reset(keys)
+    for i in range(3):
+      a = jax.random.uniform(jax.random.PRNGKey(100 + i), (2, 7), minval=-1, maxval=1)
+      s = step(s, a)
+    return s
+
+  a, b, c = run(1), run(1), run(2)
+  np.testing.assert_array_equal(np.asarray(a.data.qpos), np.asarray(b.data.qpos))
+  np.testing.assert_array_equal(np.asarray(a.obs["agentview"]), np.asarray(b.obs["agentview"]))
+  assert not np.allclose(np.asarray(a.data.qpos), np.asarray(c.data.qpos))
+
+
+def test_eval_initial_states_are_fixed_and_distinct(blind_fns):
+  _, reset_eval, _ = blind_fns
+  a, b, c = reset_eval(4, 7), reset_eval(4, 7), reset_eval(4, 8)
+  np.testing.assert_array_equal(np.asarray(a.data.qpos), np.asarray(b.data.qpos))
+  assert not np.allclose(np.asarray(a.data.qpos), np.asarray(c.data.qpos))
+  assert int(a.info["task_id"]) == 4
+
+
+def test_nonfinite_action_is_zeroed_and_counted(blind_fns):
+  reset, _, step = blind_fns
+  s = reset(jax.random.PRNGKey(0), 1)
+  bad = step(s, jnp.array([jnp.nan, 0, 0, 0, jnp.inf, 0, 0], jnp.float32))
+  zero = step(s, jnp.zeros(7))
+  assert float(bad.metrics["nonfinite_action"]) == 1.0
+  assert float(zero.metrics["nonfinite_action"]) == 0.0
+  np.testing.assert_allclose(np.asarray(bad.data.qpos), np.asarray(zero.data.qpos), atol=1e-6)
+
+
+def test_diverged_world_is_reset_and_counted_alone(spatial_blind, blind_fns):
+  env = AutoReset(BatchEnv(spatial_blind))
+  keys = jax.random.split(jax.random.PRNGKey(3), 2)
+  s = jax.jit(env.reset)(keys, jnp.array([2, 2]))
+  step = jax.jit(env.step)
+  s = step(s, jnp.zeros((2, 7)))
+  healthy = jax.tree.map(lambda x: x[1], s)
+  qvel = s.data.qvel.at[0].set(jnp.nan)
+  s_bad = s.replace(data=s.data.replace(qvel=qvel))
+  nxt = step(s_bad, jnp.zeros((2, 7)))
+  assert nxt.done.tolist() == [1.0, 0.0]
+  assert nxt.metrics["nonfinite_physics"].tolist() == [1.0, 0.0]
+  assert int(nxt.info["step"][0]) == 0  # world 0 started a fresh episode
+  assert np.all(np.isfinite(np.asarray(nxt.data.qpos)))
+  # world 1 is exactly what stepping it alone gives
+  alone = blind_fns[2](healthy, jnp.zeros(7))
+  np.testing.assert_allclose(np.asarray(nxt.data.qpos[1]), np.asarray(alone.data.qpos), atol=1e-6)
+
+
+def test_end_effector_control_follows_command(blind_fns):
+  reset, _, step = blind_fns
+  s = reset(jax.random.PRNGKey(0), 2)
+  p0 = np.asarray(s.info["priv"]["tcp_pos"])
+  for _ in range(4):
+    s = step(s, jnp.array([1.0, 0, 0, 0, 0, 0, -1]))
+  p1 = np.asarray(s.info["priv"]["tcp_pos"])
+  dx = p1 - p0
+  assert 0.1 < dx[0] < 0.25, dx  # 4 steps x 5 cm, with servo lag
+  assert abs(dx[1]) < 0.02, dx
+  # a yaw command turns the hand about the world z axis
+  r0 = np.asarray(s.info["priv"]["tcp_mat"])
+  for _ in range(3):
+    s = step(s, jnp.array([0, 0, 0, 0, 0, 0.5, -1.0]))
+  r1 = np.asarray(s.info["priv"]["tcp_mat"])
+  rel = r1 @ r0.T
+  yaw = np.arctan2(rel[1, 0], rel[0, 0])
+  assert 0.1 < yaw < 0.9, yaw  # 0.75 rad commanded; the wrist servo lags (see the xfail below)
+  # the gripper command closes the fingers
+  for _ in range(8):
+    s = step(s, jnp.array([0, 0, 0, 0, 0, 0, 1.0]))
+  assert np.all(np.asarray(s.info["priv"]["fingers"]) < 0.005)
+
+
+@pytest.mark.xfail(strict=True, reason="known defect: the joint servos have not settled at the "
+                   "end of a 50 ms step and the next delta starts from the measured pose, so a "
+                   "pure +x command also lifts the TCP by ~1.7 cm per step (see the issue note)")
+def test_cartesian_command_does_not_drift_in_z(blind_fns):
+  reset, _, step = blind_fns
+  s = reset(jax.random.PRNGKey(0), 2)
+  z0 = float(s.info["priv"]["tcp_pos"][2])
+  for _ in range(4):
+    s = step(s, jnp.array([1.0, 0, 0, 0, 0, 0, -1]))
+  assert abs(float(s.info["priv"]["tcp_pos"][2]) - z0) < 0.02
+
+
+def test_mjx_matches_c_engine(spatial_blind, blind_fns):
+  """Same MJCF, same controls: MJX and mujoco.mj_step agree over 40 physics steps."""
+  env = spatial_blind
+  m = env.mj_model
+  s = blind_fns[1](0, 0)
+  d = mujoco.MjData(m)
+  d.qpos[:] = np.asarray(s.data.qpos)
+  d.ctrl[:] = np.asarray(s.data.ctrl)
+  mujoco.mj_forward(m, d)
+  ctrl = np.asarray(control.HOME_QPOS + (0.03, 0.03)) + np.array([0.2, 0.1, 0, -0.15, 0, 0.1, 0.3, 0, 0])
+  d.ctrl[:] = ctrl
+  dx = s.data.replace(ctrl=jnp.asarray(ctrl, jnp.float32))
+  mstep = jax.jit(lambda d: jax.lax.fori_loop(0, 40, lambda i, d: mjx.step(env.mjx_model, d), d))
+  dx = mstep(dx)
+  for _ in range(40):
+    mujoco.mj_step(m, d)
+  np.testing.assert_allclose(np.asarray(dx.qpos[:9]), d.qpos[:9], atol=2e-3)
+  obj = env.obj_qadr[0]
+  np.testing.assert_allclose(np.asarray(dx.qpos[obj:obj + 3]), d.qpos[obj:obj + 3], atol=2e-3)
+  # and the arm actually moved toward the commanded joints
+  assert np.abs(d.qpos[:7] - np.asarray(control.HOME_QPOS)).max() > 0.05

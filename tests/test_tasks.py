@@ -1,0 +1,97 @@
+"""Success predicates on hand-built states, and the scripted experts solving tasks."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from envs import predicates as P
+
+E = 6  # table, left pad, right pad, object a (3), support b (4), container c (5)
+
+
+def _priv(pos_a=(0.5, 0.0, 0.02), touch_ab=True, held=False, joint_q=0.0):
+  ent_pos = jnp.array([[0, 0, 0], [0.5, 0.3, 0.2], [0.5, 0.35, 0.2], pos_a, [0.5, 0.01, 0.0],
+                       [0.2, 0.2, 0.0]], jnp.float32)
+  touch = np.zeros((E, E), bool)
+  if touch_ab:
+    touch[3, 4] = touch[4, 3] = True
+  if held:
+    touch[1, 3] = touch[3, 1] = touch[2, 3] = touch[3, 2] = True
+  eye = jnp.tile(jnp.eye(3), (E, 1, 1))
+  return dict(ent_pos=ent_pos, ent_mat=eye, target_pos=ent_pos.at[4, 2].set(0.01),
+              region_centre=ent_pos.at[5, 2].set(0.05),
+              region_half=jnp.full((E, 3), -1.0).at[5].set(jnp.array([0.1, 0.1, 0.05])),
+              touch=jnp.asarray(touch), joint_q=jnp.array([joint_q]),
+              joint_range=jnp.array([[0.0, 0.16]]))
+
+
+def _sat(priv, kind, a, b=0):
+  return bool(P.satisfied(priv, jnp.array([kind, a, b])))
+
+
+def test_on_predicate():
+  assert _sat(_priv(), P.ON, 3, 4)
+  assert not _sat(_priv(pos_a=(0.5, 0.05, 0.02)), P.ON, 3, 4)  # 4 cm off in xy
+  assert not _sat(_priv(touch_ab=False), P.ON, 3, 4)  # hovering: no contact
+  assert not _sat(_priv(pos_a=(0.5, 0.0, -0.02)), P.ON, 3, 4)  # below the target
+  assert not _sat(_priv(held=True), P.ON, 3, 4)  # still in the gripper
+
+
+def test_in_predicate():
+  assert _sat(_priv(pos_a=(0.25, 0.15, 0.03)), P.IN, 3, 5)
+  assert not _sat(_priv(pos_a=(0.35, 0.15, 0.03)), P.IN, 3, 5)  # outside in x
+  assert not _sat(_priv(pos_a=(0.25, 0.15, 0.2)), P.IN, 3, 5)  # above the region
+  assert not _sat(_priv(pos_a=(0.25, 0.15, 0.03), held=True), P.IN, 3, 5)
+  assert not _sat(_priv(pos_a=(0.25, 0.15, 0.03)), P.IN, 3, 4)  # b has no region
+
+
+def test_joint_predicates():
+  assert _sat(_priv(joint_q=0.15), P.OPEN, 0) and not _sat(_priv(joint_q=0.1), P.OPEN, 0)
+  assert _sat(_priv(joint_q=0.01), P.CLOSE, 0) and not _sat(_priv(joint_q=0.05), P.CLOSE, 0)
+  assert _sat(_priv(joint_q=0.13), P.TURNON, 0) and not _sat(_priv(joint_q=0.1), P.TURNON, 0)
+  assert _sat(_priv(), P.NONE, 0)
+
+
+def _expert_rollout(env, task_ids, indices, random_prefix=None):
+  """Runs the expert from eval initial states; optionally after random actions.
+
+  Returns success [B] (whether the episode succeeded within the step limit)."""
+
+  @jax.jit
+  def run(task_ids, indices, n_random, key):
+    s = jax.vmap(env.reset_eval)(task_ids, indices)
+
+    def body(carry, t):
+      s, succ, key = carry
+      key, sub = jax.random.split(key)
+      rand = jax.random.uniform(sub, (task_ids.shape[0], 7), minval=-1, maxval=1)
+      expert = jax.vmap(env.expert_action)(s)
+      a = jnp.where((t < n_random)[:, None], rand, expert)
+      s = jax.vmap(env.step)(s, a)
+      return (s, jnp.maximum(succ, s.info["success"]), key), None
+
+    steps = env.max_episode_steps + 60
+    (s, succ, _), _ = jax.lax.scan(body, (s, jnp.zeros(task_ids.shape), key), jnp.arange(steps))
+    return succ
+
+  n_random = jnp.zeros(task_ids.shape, jnp.int32) if random_prefix is None else random_prefix
+  return np.asarray(run(jnp.asarray(task_ids), jnp.asarray(indices), n_random,
+                        jax.random.PRNGKey(0)))
+
+
+def test_expert_solves_spatial_quick(spatial_blind):
+  """Quick subset: three spatial tasks from their first evaluation state."""
+  succ = _expert_rollout(spatial_blind, np.array([0, 4, 9]), np.array([0, 0, 0]))
+  assert succ.tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.ci_full
+def test_expert_solves_every_spatial_task(spatial_blind):
+  """Every task, several evaluation states each (the full 50 run in benchmarks/experts.py)."""
+  n = 3
+  tasks = np.repeat(np.arange(spatial_blind.num_tasks), n)
+  idx = np.tile(np.arange(n), spatial_blind.num_tasks)
+  succ = _expert_rollout(spatial_blind, tasks, idx).reshape(-1, n)
+  per_task = succ.mean(1)
+  assert per_task.min() >= 2 / 3, per_task
+  assert succ.mean() >= 0.9, per_task
