@@ -1,0 +1,101 @@
+"""Environment throughput: control steps/s of the MJX suite (physics + both cameras),
+compile time separately, and the same MJCF stepped by MuJoCo's C batch engine.
+
+  python benchmarks/envs.py --suite libero_spatial --batches 1,16,64 --image 64
+
+Prints one table; every ratio is measured within this one run.
+"""
+import argparse
+import os
+import sys
+import time
+
+# This file is named like the package it measures: run as a script, its own
+# folder would shadow `envs`. Put the repository root first instead.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false").strip()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+import envs  # noqa: E402
+from envs.core import BatchEnv  # noqa: E402
+
+
+def time_mjx(env, batch, steps):
+  benv = BatchEnv(env)
+  keys = jax.random.split(jax.random.PRNGKey(0), batch)
+  reset = jax.jit(benv.reset)
+
+  @jax.jit
+  def run(s):
+    def body(s, _):
+      a = jax.vmap(env.expert_action)(s)
+      return benv.step(s, a), None
+    s, _ = jax.lax.scan(body, s, None, length=steps)
+    return s
+
+  s = reset(keys)
+  t0 = time.perf_counter()
+  run.lower(s).compile()
+  compile_s = time.perf_counter() - t0
+  s = jax.block_until_ready(run(s))
+  t0 = time.perf_counter()
+  s = jax.block_until_ready(run(s))
+  return batch * steps / (time.perf_counter() - t0), compile_s
+
+
+def time_c_batch(env, batch, steps, threads):
+  """mujoco.batch when present (MuJoCo >= 4.0), else a plain mj_step loop."""
+  m = env.mj_model
+  nsub = env.substeps
+  ctrl = np.tile(np.asarray(env.mj_model.qpos0[:9], np.float64), (batch, 1))
+  try:
+    from mujoco import batch as mjbatch  # pylint: disable=import-outside-toplevel
+    b = mjbatch.Batch(m, batch, nthread=threads)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      b.bind("ctrl")[:] = ctrl
+      b.step(nsub)
+    return batch * steps / (time.perf_counter() - t0), "mujoco.batch"
+  except Exception as e:  # noqa: BLE001 - fall back, and say so
+    datas = [mujoco.MjData(m) for _ in range(batch)]
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      for d in datas:
+        d.ctrl[:] = ctrl[0]
+        mujoco.mj_step(m, d, nsub)
+    return batch * steps / (time.perf_counter() - t0), f"mj_step loop ({type(e).__name__}: {e})"
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--suite", default="libero_spatial")
+  p.add_argument("--batches", default="1,16,64")
+  p.add_argument("--image", type=int, default=64)
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--threads", type=int, default=os.cpu_count())
+  args = p.parse_args()
+  blind = envs.make(args.suite, render=False)
+  seeing = envs.make(args.suite, image_size=args.image)
+  print(f"{args.suite}: {blind.num_contact_pairs} contact pairs, {blind.substeps} substeps/step, "
+        f"devices {jax.devices()}")
+  print("| batch | MJX physics steps/s | MJX + 2 cameras steps/s | compile s (phys / +cams) | "
+        "C engine steps/s | C / MJX physics | C / MJX with images |")
+  print("|---|---|---|---|---|---|---|")
+  for batch in [int(b) for b in args.batches.split(",")]:
+    phys, c1 = time_mjx(blind, batch, args.steps)
+    imgs, c2 = time_mjx(seeing, batch, args.steps)
+    cfps, how = time_c_batch(blind, batch, args.steps, args.threads)
+    print(f"| {batch} | {phys:.0f} | {imgs:.0f} | {c1:.1f} / {c2:.1f} | {cfps:.0f} | "
+          f"{cfps / phys:.1f}x | {cfps / imgs:.1f}x |", flush=True)
+  print(f"C engine: {how}")
+
+
+if __name__ == "__main__":
+  main()
