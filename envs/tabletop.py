@@ -13,7 +13,6 @@ experts and the renderer never touch MJX internals.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Sequence
 
 import jax
@@ -280,8 +279,7 @@ class TabletopSuite:
 
   def reset_eval(self, task_id: jax.Array, index: jax.Array) -> State:
     """The fixed, seeded evaluation initial state ``index`` of ``task_id``."""
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.eval_seed), task_id), index)
-    return self.reset(key, task_id)
+    return self.reset(self.eval_key(task_id, index), task_id)
 
   def _state(self, d, task_id, rng) -> State:
     priv = self.privileged(d)
