@@ -13,7 +13,6 @@ experts and the renderer never touch MJX internals.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
