@@ -67,6 +67,10 @@ class BatchEnv:
   def step(self, state: State, actions: jax.Array) -> State:
     return self._step(state, actions)
 
+  def step_chunk(self, state: State, actions: jax.Array) -> tuple[State, jax.Array]:
+    """``actions [B, K, A]`` open-loop; returns the state and ``executed [B, K]``."""
+    return jax.vmap(self.env.step_chunk)(state, actions)
+
 
 class AutoReset:
   """Batched auto-reset: worlds whose episode ended start a fresh episode.
@@ -89,8 +93,13 @@ class AutoReset:
     return self.env.reset(keys, task_ids)
 
   def step(self, state: State, actions: jax.Array) -> State:
-    nxt = self.env.step(state, actions)
+    return self._reset_done(self.env.step(state, actions))
 
+  def step_chunk(self, state: State, actions: jax.Array) -> tuple[State, jax.Array]:
+    nxt, executed = self.env.step_chunk(state, actions)
+    return self._reset_done(nxt), executed
+
+  def _reset_done(self, nxt: State) -> State:
     def do_reset(nxt: State) -> State:
       keys = jax.vmap(lambda k: jax.random.split(k)[0])(nxt.info["rng"])
       fresh = self.env.reset(keys)

@@ -249,11 +249,12 @@ class TabletopSuite:
         tcp_pos=tcp_pos, tcp_mat=tcp_mat, fingers=d.qpos[7:9])
 
   # ------------------------------------------------------------ observations
-  def observe(self, d: mjx.Data, task_id: jax.Array) -> dict[str, jax.Array]:
+  def observe(self, d: mjx.Data, task_id: jax.Array, render: bool = True) -> dict[str, jax.Array]:
+    """Proprio [8], task id and (when the suite renders and ``render``) both cameras."""
     pos, mat = control.tcp_pose(d, self.tcp_site)
     obs = dict(proprio=jnp.concatenate([pos, control.rotvec(mat), d.qpos[7:9]]).astype(jnp.float32),
                task_id=task_id.astype(jnp.int32))
-    if self.render_images:
+    if self.render_images and render:
       size = self.image_size
       r = self._render_lib
       obs["agentview"] = r.render_camera(self.render_model, d, self.mj_model.camera("agentview").id,
@@ -290,7 +291,9 @@ class TabletopSuite:
     return State(data=d, obs=self.observe(d, task_id), reward=zero, done=zero,
                  metrics=metrics, info=info)
 
-  def step(self, state: State, action: jax.Array) -> State:
+  def step(self, state: State, action: jax.Array, render: bool = True) -> State:
+    """One 20 Hz control step. ``render=False`` leaves the previous images in
+    ``obs`` (for steps inside an open-loop action chunk, see ``step_chunk``)."""
     action, bad_action = control.sanitize(jnp.asarray(action, jnp.float32))
     d0 = state.data
     ctrl = control.joint_targets(self.mjx_model, d0, action, self.tcp_site)
@@ -311,8 +314,31 @@ class TabletopSuite:
     info = dict(state.info, step=step, priv=priv, stages=stages, success=success)
     metrics = dict(dense_reward=dense, nonfinite_action=bad_action,
                    nonfinite_physics=1.0 - finite.astype(jnp.float32))
-    return State(data=d, obs=self.observe(d, task_id), reward=success, done=done,
-                 metrics=metrics, info=info)
+    obs = self.observe(d, task_id, render)
+    if not render:
+      obs = {**state.obs, **obs}
+    return State(data=d, obs=obs, reward=success, done=done, metrics=metrics, info=info)
+
+  def step_chunk(self, state: State, actions: jax.Array) -> tuple[State, jax.Array]:
+    """Executes an action chunk ``actions [K, 7]`` open-loop, rendering only after it.
+
+    The chunk stops at the end of the episode: steps after ``done`` leave the
+    world as it was. Returns the state after the chunk (its ``reward``/``done``
+    summarise the chunk: done if the episode ended inside it) and
+    ``executed [K]`` (1.0 for steps taken before the episode ended), with which
+    the trainer masks the tokens of steps that never ran.
+    """
+    def body(carry, a):
+      s, ended = carry
+      nxt = self.step(s, a, render=False)
+      s = jax.tree.map(lambda new, old: jnp.where(ended, old, new), nxt, s)
+      executed = 1.0 - ended.astype(jnp.float32)
+      return (s, ended | (nxt.done > 0)), executed
+
+    start = state.replace(done=jnp.zeros_like(state.done))
+    (s, _), executed = jax.lax.scan(body, (start, jnp.asarray(False)), actions)
+    obs = {**s.obs, **self.observe(s.data, s.info["task_id"])}
+    return s.replace(obs=obs), executed
 
   def expert_action(self, state: State) -> jax.Array:
     """The scripted feedback expert's action [7] for this world's state."""

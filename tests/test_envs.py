@@ -156,3 +156,25 @@ def test_mjx_matches_c_engine(spatial_blind, blind_fns):
   np.testing.assert_allclose(np.asarray(dx.qpos[obj:obj + 3]), d.qpos[obj:obj + 3], atol=2e-3)
   # and the arm actually moved toward the commanded joints
   assert np.abs(d.qpos[:7] - np.asarray(control.HOME_QPOS)).max() > 0.05
+
+
+def test_step_chunk_matches_single_steps_and_stops_at_done(spatial):
+  env = BatchEnv(spatial)
+  keys = jax.random.split(jax.random.PRNGKey(3), 2)
+  s0 = jax.jit(env.reset)(keys, jnp.array([1, 5]))
+  acts = jax.random.uniform(jax.random.PRNGKey(4), (2, 3, 7), minval=-1, maxval=1)
+  chunk, executed = jax.jit(env.step_chunk)(s0, acts)
+  step = jax.jit(env.step)
+  s = s0
+  for k in range(3):
+    s = step(s, acts[:, k])
+  np.testing.assert_allclose(chunk.data.qpos, s.data.qpos, atol=1e-5)
+  np.testing.assert_array_equal(chunk.obs["agentview"], s.obs["agentview"])
+  assert executed.tolist() == [[1, 1, 1], [1, 1, 1]]
+  # A world one step from its time limit executes one step of the chunk and stops there.
+  last = s0.replace(info=dict(s0.info, step=jnp.array([spatial.max_episode_steps - 1, 0])))
+  chunk, executed = jax.jit(env.step_chunk)(last, acts)
+  assert executed.tolist() == [[1, 0, 0], [1, 1, 1]]
+  assert chunk.done.tolist() == [1.0, 0.0]
+  one = step(last, acts[:, 0])
+  np.testing.assert_allclose(chunk.data.qpos[0], one.data.qpos[0], atol=1e-5)
