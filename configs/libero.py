@@ -1,0 +1,83 @@
+"""On-policy distillation on the LIBERO-style suites.
+
+  python -m opd_jax.train --config configs/libero.py               # spatial, laptop defaults
+  python -m opd_jax.train --config configs/libero.py:goal           # another suite
+  python -m opd_jax.train --config configs/libero.py:spatial,runlocal   # tiny smoke run
+  python -m opd_jax.train --config configs/libero.py \\
+      --config.objective=forward_kl --config.student.init=runs/sft_1demo \\
+      --config.teacher.kind=checkpoint --config.teacher.checkpoint=runs/sft_teacher
+
+The argument is ``SUITE[,VARIANT...]`` with SUITE in spatial/object/goal/long
+and variants ``runlocal`` (seconds-long smoke run) and ``pod`` (bigger model
+and batches; batch sizes are per device). Every field is overridable with
+``--config.a.b=value``. For SFT (opd_jax.sft) use ``configs/libero.py:sft``.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+SUITES = {"spatial": "libero_spatial", "object": "libero_object", "goal": "libero_goal",
+          "long": "libero_10"}
+
+
+def model_config(size: str = "nano") -> ml_collections.ConfigDict:
+  """Fields of opd_jax.models.ModelConfig (None = from size)."""
+  return ml_collections.ConfigDict(dict(
+      size=size, num_layers=-1, width=-1, num_heads=-1, mlp_dim=-1,
+      chunk=8, history=1, num_readouts=1, text_len=32, vocab_size=4096, dropout=0.0))
+
+
+def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
+  parts = [p for p in (arg or "spatial").split(",") if p]
+  suite = next((p for p in parts if p in SUITES), "spatial")
+  variants = [p for p in parts if p not in SUITES]
+  unknown = set(variants) - {"runlocal", "pod", "sft"}
+  if unknown:
+    raise ValueError(f"configs/libero.py: unknown argument(s) {sorted(unknown)}; "
+                     f"use SUITE[,runlocal|pod|sft] with SUITE in {sorted(SUITES)}")
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.workdir = f"runs/opd_{suite}"
+  c.env = dict(suite=SUITES[suite], image_size=64, substeps=5, max_episode_steps=-1)
+
+  # Student: a checkpoint directory to start from ("" = fresh initialisation).
+  c.student = dict(init="", model=model_config("nano"))
+  # Teacher: "scripted" (the privileged expert; embedded default) or "checkpoint".
+  c.teacher = dict(kind="scripted", checkpoint="", sigma=0.1, lookahead="simulate",
+                   temperature=1.0)
+
+  c.objective = "reverse_kl"   # reverse_kl | reverse_kl_exact | forward_kl | hard_ce
+  c.clip_eps = -1.0            # > 0: PPO clipping (with optim.epochs > 1)
+
+  # An iteration is a batch of episodes: prompts x group worlds per device, each a
+  # task and initial state (the group shares both), rolled to the end of the episode.
+  c.rollout = dict(prompts=4, group=2, temperature=1.6, policy_steps=-1)
+  c.optim = dict(lr=3e-4, warmup=10, weight_decay=0.0, grad_clip=1.0, epochs=1,
+                 minibatches=1, b1=0.9, b2=0.999)
+  c.iterations = 300
+
+  c.log_every = 1
+  c.eval = dict(every=25, episodes_per_task=2, batch=20, videos=2)
+  c.checkpoint = dict(every=10, keep=3)
+  c.mesh = dict(data=-1)       # -1: all devices
+
+  if "runlocal" in variants:
+    c.env.image_size = 32
+    c.env.max_episode_steps = 16
+    c.rollout.prompts, c.rollout.group = 2, 1
+    c.iterations = 2
+    c.eval = dict(every=2, episodes_per_task=1, batch=10, videos=1)
+    c.checkpoint.every = 1
+  if "pod" in variants:
+    c.student.model.size = "small"
+    c.env.image_size = 128
+    c.rollout.prompts, c.rollout.group = 8, 8
+    c.optim.lr = 5e-5
+  if "sft" in variants:
+    c.workdir = f"runs/sft_{suite}"
+    c.data = dict(path="", demos_per_task=-1, stats_path="", val_fraction=0.0)
+    c.sft = dict(steps=2000, batch=64)
+    c.optim.lr, c.optim.warmup, c.optim.weight_decay = 3e-4, 100, 0.01
+    c.eval.every = 500
+    c.checkpoint.every = 500
+  return c

@@ -1,0 +1,115 @@
+"""Self-describing Orbax checkpoints.
+
+A checkpoint step directory holds three items:
+
+- ``params``    the policy parameters (nnx.State pytree, StandardSave),
+- ``opt_state`` the optimiser state (StandardSave; absent in exported policies),
+- ``meta``      JSON: ``model`` (ModelConfig), ``action_stats`` (ActionStats),
+                ``config`` (the run's full config), ``suite``, ``instructions``
+                and whatever else the writer adds.
+
+so :func:`load_policy` rebuilds a policy from the directory alone (the
+evaluation CLI and checkpoint teachers use it). Paths given to it may be a
+step directory, a manager directory (``.../checkpoints``, latest step taken)
+or a run's workdir (its ``checkpoints`` subdirectory).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from opd_jax import actions as act
+from opd_jax import models
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that is missing, corrupt, or does not match what loads it."""
+
+
+def manager(directory: str, max_to_keep: int | None = 3) -> ocp.CheckpointManager:
+  directory = os.path.abspath(directory)
+  return ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+
+def save(mgr: ocp.CheckpointManager, step: int, params, meta: dict[str, Any],
+         opt_state=None) -> None:
+  """Saves (and waits for) one step: params, optional optimiser state, meta JSON."""
+  items = dict(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta))
+  if opt_state is not None:
+    items["opt_state"] = ocp.args.StandardSave(opt_state)
+  mgr.save(step, args=ocp.args.Composite(**items), force=True)
+  mgr.wait_until_finished()
+
+
+def restore(mgr: ocp.CheckpointManager, step: int, abstract_params, abstract_opt_state=None):
+  """Restores ``(params, opt_state or None, meta)`` of ``step`` against abstract targets."""
+  items = dict(params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore())
+  if abstract_opt_state is not None:
+    items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+  where = os.path.join(str(mgr.directory), str(step))
+  try:
+    r = mgr.restore(step, args=ocp.args.Composite(**items))
+  except Exception as e:  # orbax raises several types for shape / structure / file problems
+    raise CheckpointError(
+        f"cannot restore checkpoint {where}: {type(e).__name__}: {e}. It is corrupt or was "
+        f"written for a different model/optimiser configuration; move it away to start afresh "
+        f"(nothing is deleted automatically)") from e
+  return r.params, (r.opt_state if abstract_opt_state is not None else None), r.meta
+
+
+def _resolve(path: str) -> tuple[str, int]:
+  """(manager directory, step) for a step dir, a manager dir or a workdir."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(path):
+    raise CheckpointError(f"checkpoint path {path} does not exist")
+  base = os.path.basename(path)
+  if base.isdigit() and os.path.isdir(os.path.join(path, "meta")):
+    return os.path.dirname(path), int(base)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = os.path.join(path, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(path)
+                 if d.isdigit() and os.path.isdir(os.path.join(path, d, "meta")))
+  if not steps:
+    raise CheckpointError(f"no checkpoint steps (directories holding 'meta') under {path}")
+  return path, steps[-1]
+
+
+def read_meta(path: str) -> tuple[dict[str, Any], str, int]:
+  """(meta, manager directory, step) of the checkpoint at ``path``."""
+  directory, step = _resolve(path)
+  mgr = manager(directory, max_to_keep=None)
+  try:
+    meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+  except Exception as e:
+    raise CheckpointError(f"checkpoint {directory}/{step} has no readable meta.json "
+                          f"({type(e).__name__}: {e})") from e
+  for key in ("model", "action_stats"):
+    if key not in (meta or {}):
+      raise CheckpointError(f"checkpoint {directory}/{step} meta lacks {key!r}: it was not "
+                            f"written by opd_jax (keys: {sorted(meta or {})})")
+  return meta, directory, step
+
+
+def load_policy(path: str):
+  """Rebuilds a policy from a checkpoint directory alone.
+
+  Returns ``(graphdef, params, cfg, stats, meta)``.
+  """
+  meta, directory, step = read_meta(path)
+  try:
+    cfg = models.ModelConfig.from_dict(meta["model"])
+    stats = act.ActionStats.from_dict(meta["action_stats"])
+  except (TypeError, ValueError, KeyError) as e:
+    raise CheckpointError(f"checkpoint {directory}/{step}: bad model/action_stats meta: {e}") from e
+  graphdef, abstract = models.abstract_policy(cfg)
+  params, _, _ = restore(manager(directory, max_to_keep=None), step, abstract)
+  bad = [k for k, v in jax.tree_util.tree_leaves_with_path(params)
+         if not bool(jax.numpy.all(jax.numpy.isfinite(v)))]
+  if bad:
+    raise CheckpointError(f"checkpoint {directory}/{step} has non-finite parameters at "
+                          f"{jax.tree_util.keystr(bad[0])}")
+  return graphdef, params, cfg, stats, meta

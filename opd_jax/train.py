@@ -1,0 +1,295 @@
+"""On-policy distillation: ``python -m opd_jax.train --config configs/libero.py``.
+
+One jitted iteration = a batch of episodes rolled out by the student with the
+teacher scoring every sampled action token in the same compiled step, then
+the objective's gradient applied with Optax. Resumes from the workdir's latest
+checkpoint. See configs/libero.py for the fields and example commands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import envs  # sets the XLA flag MJX needs on CPU before JAX starts  # noqa: F401  isort: skip
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from opd_jax import actions as act
+from opd_jax import checkpoint, models, objectives, parallel, teachers
+from opd_jax.policy import Policy, check_obs_matches
+from opd_jax.rollout import episode_metrics, rollout
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  nonfinite_updates: jax.Array   # updates skipped because loss or gradients were not finite
+
+
+# ----------------------------------------------------------------------------- config
+def validate(config) -> None:
+  """Fails with a message naming the field, before anything compiles."""
+  def need(ok, field, msg):
+    if not ok:
+      raise ValueError(f"config.{field}: {msg}")
+
+  need(config.env.suite in envs.registered(), "env.suite",
+       f"{config.env.suite!r} is not a registered suite {envs.registered()}")
+  need(config.env.image_size >= 8, "env.image_size", f"must be >= 8, got {config.env.image_size}")
+  need(config.objective in objectives.OBJECTIVES, "objective",
+       f"{config.objective!r} is not one of {sorted(objectives.OBJECTIVES)}")
+  need(config.rollout.prompts >= 1, "rollout.prompts", f"must be >= 1, got {config.rollout.prompts}")
+  need(config.rollout.group >= 1, "rollout.group", f"must be >= 1, got {config.rollout.group}")
+  need(config.rollout.temperature > 0, "rollout.temperature",
+       f"must be > 0 for on-policy sampling, got {config.rollout.temperature}")
+  need(config.optim.lr > 0 and math.isfinite(config.optim.lr), "optim.lr",
+       f"must be a positive number, got {config.optim.lr}")
+  need(config.optim.epochs >= 1, "optim.epochs", f"must be >= 1, got {config.optim.epochs}")
+  need(config.optim.minibatches >= 1, "optim.minibatches",
+       f"must be >= 1, got {config.optim.minibatches}")
+  need(config.iterations >= 0, "iterations", f"must be >= 0, got {config.iterations}")
+  need(config.teacher.kind in ("scripted", "checkpoint"), "teacher.kind",
+       f"must be 'scripted' or 'checkpoint', got {config.teacher.kind!r}")
+  need(config.teacher.temperature > 0, "teacher.temperature",
+       f"must be > 0, got {config.teacher.temperature}")
+  need(config.checkpoint.every >= 1, "checkpoint.every", f"must be >= 1, got {config.checkpoint.every}")
+  if config.optim.epochs > 1 and config.objective == "reverse_kl" and config.clip_eps <= 0:
+    print("note: optim.epochs > 1 without clip_eps: later epochs are off-policy and unclipped",
+          file=sys.stderr)
+
+
+def model_config_from(config, env) -> models.ModelConfig:
+  m = dict(config.student.model)
+  m = {k: (None if v == -1 else v) for k, v in m.items()}
+  return models.ModelConfig(**m, image_size=config.env.image_size, cameras=tuple(env.cameras),
+                            proprio_dim=8, action_dim=env.action_size)
+
+
+def identity_stats(dim: int) -> act.ActionStats:
+  """The suites' actions already lie in [-1, 1]: normalisation is the identity
+  (gripper, the last dim, left as is)."""
+  mask = np.ones(dim, bool)
+  mask[-1] = False
+  return act.make_stats(-np.ones(dim), np.ones(dim), mask)
+
+
+def make_env(config):
+  kw = dict(image_size=config.env.image_size, substeps=config.env.substeps)
+  if config.env.max_episode_steps > 0:
+    kw["max_episode_steps"] = config.env.max_episode_steps
+  return envs.make(config.env.suite, **kw), kw
+
+
+def make_student(config, env):
+  """(Policy, params, where-from) from config.student.init or a fresh init."""
+  if config.student.init:
+    graphdef, params, cfg, stats, _ = checkpoint.load_policy(config.student.init)
+    check_obs_matches(cfg, env, "student")
+    return Policy.build(graphdef, cfg, stats, env.instructions), params, config.student.init
+  cfg = model_config_from(config, env)
+  graphdef, params = models.make_policy(cfg, seed=config.seed)
+  return Policy.build(graphdef, cfg, identity_stats(env.action_size), env.instructions), params, "init"
+
+
+def make_optimizer(o) -> optax.GradientTransformation:
+  sched = optax.join_schedules(
+      [optax.linear_schedule(0.0, o.lr, max(o.warmup, 1)), optax.constant_schedule(o.lr)],
+      [max(o.warmup, 1)])
+  return optax.chain(optax.clip_by_global_norm(o.grad_clip),
+                     optax.adamw(sched, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+
+
+# ------------------------------------------------------------------ one iteration
+def make_iteration(config, benv, student: Policy, teacher, tx, mesh, num_steps: int):
+  """``iteration(train_state, teacher_params) -> (train_state, metrics)``, to be jitted.
+
+  Randomness depends on (seed, step) only, so a resumed run repeats exactly.
+  """
+  n_dev = mesh.devices.size
+  prompts = config.rollout.prompts * n_dev
+  group = config.rollout.group
+  clip = config.clip_eps if config.clip_eps > 0 else None
+  loss_obj = objectives.get(config.objective, temperature=config.rollout.temperature, clip_eps=clip)
+  epochs, mbs = config.optim.epochs, config.optim.minibatches
+  if num_steps % mbs:
+    raise ValueError(f"config.optim.minibatches={mbs} must divide the {num_steps} policy steps "
+                     f"of an iteration")
+  t_mb = num_steps // mbs
+
+  def loss_fn(params, batch):
+    logits = jax.vmap(student.logits, in_axes=(None, 0))(params, batch["hist"])  # [T, B, K, D, V]
+    return loss_obj(logits, batch)
+
+  def iteration(ts: TrainState, teacher_params):
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), ts.step)
+    k_task, k_init, k_roll = jax.random.split(key, 3)
+    tasks = jnp.repeat(jax.random.randint(k_task, (prompts,), 0, benv.num_tasks), group)
+    keys = jnp.repeat(jax.random.split(k_init, prompts), group, axis=0)
+    tasks, keys = parallel.shard_batch((tasks, keys), mesh)
+    state = benv.reset(keys, tasks)
+    r = rollout(benv, student, ts.params, state, k_roll, num_steps,
+                temperature=config.rollout.temperature, teacher=teacher,
+                teacher_params=teacher_params, teacher_temperature=config.teacher.temperature)
+    batch = parallel.shard_batch(r.batch(), mesh, axis=1)
+
+    def sgd(carry, i):
+      params, opt_state, bad = carry
+      mb = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, (i % mbs) * t_mb, t_mb, 0), batch)
+      (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
+      finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+          [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+      updates, new_opt = tx.update(grads, opt_state, params)
+      new_params = optax.apply_updates(params, updates)
+      keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+      m = dict(m, loss=loss, grad_norm=optax.global_norm(grads))
+      return (keep(new_params, params), keep(new_opt, opt_state),
+              bad + (1 - finite.astype(jnp.int32))), m
+
+    (params, opt_state, bad), ms = jax.lax.scan(
+        sgd, (ts.params, ts.opt_state, ts.nonfinite_updates), jnp.arange(epochs * mbs))
+    metrics = {f"train/{k}": v[0] for k, v in ms.items()}  # first minibatch: on-policy values
+    metrics["train/loss_last"] = ms["loss"][-1]
+    metrics["train/nonfinite_updates"] = bad.astype(jnp.float32)
+    metrics.update(episode_metrics(r))
+    return TrainState(ts.step + 1, params, opt_state, bad), metrics
+
+  return iteration
+
+
+# --------------------------------------------------------------------------- main
+def run(config, *, progress: bool = True) -> TrainState:
+  """The whole job; returns the final train state (tests call this directly)."""
+  from opd_jax import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
+  from opd_jax.logging import MetricWriter  # pylint: disable=import-outside-toplevel
+
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
+  validate(config)
+  env, env_kw = make_env(config)
+  benv = envs.core.BatchEnv(env)
+  student, params, origin = make_student(config, env)
+  teacher = teachers.make(config.teacher, env, student)
+  num_steps = (config.rollout.policy_steps if config.rollout.policy_steps > 0
+               else math.ceil(env.max_episode_steps / student.cfg.chunk))
+  mesh = parallel.make_mesh(config.mesh.data)
+  tx = make_optimizer(config.optim)
+  workdir = config.workdir
+  os.makedirs(workdir, exist_ok=True)
+
+  # ---- state, resumed if the workdir has a checkpoint
+  rep = parallel.replicated(mesh)
+  mgr = checkpoint.manager(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.keep)
+  meta = dict(model=student.cfg.to_dict(), action_stats=student.stats.to_dict(),
+              suite=config.env.suite, env_kwargs=env_kw, instructions=list(env.instructions),
+              config=config.to_dict(), student_init=origin)
+  start = mgr.latest_step()
+  if start is not None:
+    abstract_opt = jax.eval_shape(tx.init, params)
+    params, opt_state, old_meta = checkpoint.restore(mgr, start, params, abstract_opt)
+    if old_meta.get("model") != meta["model"]:
+      raise checkpoint.CheckpointError(
+          f"{workdir}/checkpoints/{start} holds a different model ({old_meta.get('model')}) than "
+          f"the config asks for; use another config.workdir")
+    bad = int(old_meta.get("nonfinite_updates", 0))
+    print(f"resuming from {workdir}/checkpoints/{start}")
+  else:
+    opt_state, bad, start = tx.init(params), 0, 0
+  ts = TrainState(jnp.int32(start), params, opt_state, jnp.int32(bad))
+  ts = jax.device_put(ts, rep)
+  t_params = jax.device_put(teacher.params, rep) if teacher.params is not None else None
+
+  iteration = jax.jit(make_iteration(config, benv, student, teacher, tx, mesh, num_steps),
+                      donate_argnums=(0,), out_shardings=(rep, rep))
+  evaluator = eval_lib.Evaluator(benv, student, episodes_per_task=config.eval.episodes_per_task,
+                                 batch=config.eval.batch, num_steps=num_steps)
+  writer = MetricWriter(workdir)
+  world = config.rollout.prompts * config.rollout.group * mesh.devices.size
+  print(f"suite {config.env.suite}: {env.num_tasks} tasks, {world} worlds x {num_steps} policy "
+        f"steps (chunk {student.cfg.chunk}) per iteration; student {student.cfg.size} "
+        f"({models.param_count(ts.params) / 1e6:.2f}M params, from {origin}); teacher "
+        f"{config.teacher.kind}; objective {config.objective}; {mesh.devices.size} device(s)")
+
+  def save(step):
+    checkpoint.save(mgr, step, ts.params, dict(meta, nonfinite_updates=int(ts.nonfinite_updates)),
+                    ts.opt_state)
+
+  def do_eval(step):
+    res = evaluator(ts.params, videos=config.eval.videos)
+    eval_lib.write_report(res, os.path.join(workdir, "eval", f"step_{step}"),
+                          f"{config.env.suite} after {step} iterations")
+    row = {"eval/success": res["success"], "eval/episode_length": res["episode_length"]}
+    row.update({f"eval/task_{i}": s for i, s in enumerate(res["per_task"])})
+    writer.write(step, row)
+    return res
+
+  bar = None
+  if progress:
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    bar = tqdm(total=config.iterations, initial=start, desc="opd", dynamic_ncols=True)
+  total_steps = 0.0
+  last_bad = int(ts.nonfinite_updates)
+  for step in range(start, config.iterations):
+    t0 = time.time()
+    ts, m = iteration(ts, t_params)
+    m = jax.device_get(m)
+    dt = time.time() - t0
+    total_steps += float(m["rollout/control_steps"])
+    m["rollout/env_steps_per_s"] = float(m["rollout/control_steps"]) / dt
+    m["rollout/env_steps_total"] = float(m["rollout/control_steps"]) * (step + 1)
+    m["time/iteration_s"] = dt
+    if (step + 1) % config.log_every == 0 or step == start:
+      writer.write(step + 1, m)
+    if int(m["train/nonfinite_updates"]) > last_bad:
+      print(f"iteration {step + 1}: non-finite loss/gradients, update skipped "
+            f"({int(m['train/nonfinite_updates'])} so far)", file=sys.stderr)
+      last_bad = int(m["train/nonfinite_updates"])
+    if bar is not None:
+      bar.set_postfix(success=f"{m['rollout/success']:.2f}", kl=f"{m['train/reverse_kl']:.3f}",
+                      steps_s=f"{m['rollout/env_steps_per_s']:.0f}")
+      bar.update(1)
+    if (step + 1) % config.checkpoint.every == 0 or step + 1 == config.iterations:
+      save(step + 1)
+    if config.eval.every > 0 and ((step + 1) % config.eval.every == 0 or step + 1 == config.iterations):
+      res = do_eval(step + 1)
+      if bar is not None:
+        bar.write(f"eval @ {step + 1}: success {100 * res['success']:.1f}% "
+                  f"per task {[round(100 * s) for s in res['per_task']]}")
+  if bar is not None:
+    bar.close()
+  writer.close()
+  return ts
+
+
+def main(argv):
+  del argv
+  run(_FLAGS.config)  # --host_devices was applied before JAX started (_preparse_host_devices)
+
+
+def _preparse_host_devices(argv) -> None:
+  """``--host_devices=N`` must become an XLA flag before JAX initialises its backend."""
+  for a in argv:
+    if a.startswith("--host_devices="):
+      n = int(a.split("=", 1)[1])
+      if n > 0:
+        flag = f"--xla_force_host_platform_device_count={n}"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+
+
+if __name__ == "__main__":
+  _preparse_host_devices(sys.argv)
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/libero.py", "training config")
+  flags.DEFINE_integer("host_devices", 0, "CPU only: expose N host devices (set to the core count)")
+  _FLAGS = flags.FLAGS
+  app.run(main)
