@@ -1,0 +1,1 @@
+"""opd_jax: on-policy distillation of robot VLA policies in JAX (models, objectives, training)."""
