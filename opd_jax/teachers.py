@@ -41,8 +41,13 @@ class ScriptedTeacher:
   sigma: float = 0.05
   lookahead: str = "simulate"
   history: int = 1
-  params: Any = None
   num_bins: int = act.NUM_BINS
+
+  @property
+  def params(self):
+    """The Gaussian's width is the only 'parameter' (an array, so it can change
+    without recompiling)."""
+    return {"sigma": jnp.float32(self.sigma)}
 
   @property
   def action_dim(self) -> int:
@@ -65,10 +70,10 @@ class ScriptedTeacher:
     return jax.vmap(one)(env_state)
 
   def logits(self, params, env_state, hist) -> jax.Array:
-    del params, hist
+    del hist
     target = act.normalize(self.stats, self.expert_chunk(env_state))  # [B, K, D]
     centres = act.from_tokens(jnp.arange(self.num_bins))
-    return -0.5 * jnp.square((centres - target[..., None]) / self.sigma)
+    return -0.5 * jnp.square((centres - target[..., None]) / params["sigma"])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

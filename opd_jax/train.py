@@ -7,8 +7,7 @@ checkpoint. See configs/libero.py for the fields and example commands.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
+import json
 import math
 import os
 import sys
@@ -151,7 +150,7 @@ def make_iteration(config, benv, student: Policy, teacher, tx, mesh, num_steps: 
       updates, new_opt = tx.update(grads, opt_state, params)
       new_params = optax.apply_updates(params, updates)
       keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-      m = dict(m, loss=loss, grad_norm=optax.global_norm(grads))
+      m = dict(m, loss=loss, grad_norm=optax.tree.norm(grads))
       return (keep(new_params, params), keep(new_opt, opt_state),
               bad + (1 - finite.astype(jnp.int32))), m
 
@@ -167,14 +166,21 @@ def make_iteration(config, benv, student: Policy, teacher, tx, mesh, num_steps: 
 
 
 # --------------------------------------------------------------------------- main
-def run(config, *, progress: bool = True) -> TrainState:
-  """The whole job; returns the final train state (tests call this directly)."""
-  from opd_jax import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
-  from opd_jax.logging import MetricWriter  # pylint: disable=import-outside-toplevel
+_SETUP_CACHE: dict[str, Any] = {}
+_RUN_ONLY_FIELDS = ("workdir", "iterations", "log_every", "checkpoint", "eval")
 
-  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
-  validate(config)
+
+def setup(config):
+  """Builds suite, student, teacher, mesh, optimiser and the jitted iteration.
+
+  Cached per process on the config fields that change what is compiled (not
+  workdir, iterations, logging, checkpoint or eval cadence), so a second run
+  in the same process (a resumed run in a test, a sweep) does not recompile.
+  """
+  key = json.dumps({k: v for k, v in config.to_dict().items() if k not in _RUN_ONLY_FIELDS},
+                   sort_keys=True, default=str)
+  if key in _SETUP_CACHE:
+    return _SETUP_CACHE[key]
   env, env_kw = make_env(config)
   benv = envs.core.BatchEnv(env)
   student, params, origin = make_student(config, env)
@@ -183,6 +189,28 @@ def run(config, *, progress: bool = True) -> TrainState:
                else math.ceil(env.max_episode_steps / student.cfg.chunk))
   mesh = parallel.make_mesh(config.mesh.data)
   tx = make_optimizer(config.optim)
+  rep = parallel.replicated(mesh)
+  iteration = jax.jit(make_iteration(config, benv, student, teacher, tx, mesh, num_steps),
+                      donate_argnums=(0,), in_shardings=(rep, rep), out_shardings=(rep, rep))
+  out = dict(env=env, env_kw=env_kw, benv=benv, student=student, params=params, origin=origin,
+             teacher=teacher, num_steps=num_steps, mesh=mesh, tx=tx, iteration=iteration,
+             evaluators={})
+  _SETUP_CACHE[key] = out
+  return out
+
+
+def run(config, *, progress: bool = True) -> TrainState:
+  """The whole job; returns the final train state (tests call this directly)."""
+  from opd_jax import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
+  from opd_jax.logging import MetricWriter  # pylint: disable=import-outside-toplevel
+
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
+  validate(config)
+  su = setup(config)
+  env, env_kw, benv, student, teacher = su["env"], su["env_kw"], su["benv"], su["student"], su["teacher"]
+  params, origin, num_steps, mesh, tx = su["params"], su["origin"], su["num_steps"], su["mesh"], su["tx"]
+  iteration = su["iteration"]
   workdir = config.workdir
   os.makedirs(workdir, exist_ok=True)
 
@@ -205,13 +233,15 @@ def run(config, *, progress: bool = True) -> TrainState:
   else:
     opt_state, bad, start = tx.init(params), 0, 0
   ts = TrainState(jnp.int32(start), params, opt_state, jnp.int32(bad))
-  ts = jax.device_put(ts, rep)
+  ts = jax.device_put(jax.tree.map(jnp.copy, ts), rep)  # a copy: the iteration donates it
   t_params = jax.device_put(teacher.params, rep) if teacher.params is not None else None
 
-  iteration = jax.jit(make_iteration(config, benv, student, teacher, tx, mesh, num_steps),
-                      donate_argnums=(0,), out_shardings=(rep, rep))
-  evaluator = eval_lib.Evaluator(benv, student, episodes_per_task=config.eval.episodes_per_task,
-                                 batch=config.eval.batch, num_steps=num_steps)
+  ev_key = (config.eval.episodes_per_task, config.eval.batch)
+  if ev_key not in su["evaluators"]:
+    su["evaluators"][ev_key] = eval_lib.Evaluator(
+        benv, student, episodes_per_task=config.eval.episodes_per_task, batch=config.eval.batch,
+        num_steps=num_steps)
+  evaluator = su["evaluators"][ev_key]
   writer = MetricWriter(workdir)
   world = config.rollout.prompts * config.rollout.group * mesh.devices.size
   print(f"suite {config.env.suite}: {env.num_tasks} tasks, {world} worlds x {num_steps} policy "

@@ -1,0 +1,191 @@
+"""The OPD trainer: config validation, teachers, resume, non-finite recovery, devices."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from configs import libero as libero_config
+from opd_jax import actions as act
+from opd_jax import checkpoint, models, teachers, train
+from opd_jax.logging import read_jsonl
+from opd_jax.policy import Policy
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config(workdir, **over):
+  """Seconds-sized: 16x16 images, 8-step episodes, chunk 4 (2 policy steps), 2 worlds."""
+  c = libero_config.get_config("spatial")
+  c.workdir = str(workdir)
+  c.env.image_size = 16
+  c.env.max_episode_steps = 8
+  c.student.model.chunk = 4
+  c.rollout.prompts, c.rollout.group = 2, 1
+  c.iterations = 2
+  c.eval.every = 0
+  c.checkpoint.every = 1
+  c.mesh.data = 1
+  for k, v in over.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("objective", "reverse_kld", "config.objective"),
+    ("env.suite", "libero_nope", "config.env.suite"),
+    ("optim.lr", -1.0, "config.optim.lr"),
+    ("rollout.temperature", 0.0, "config.rollout.temperature"),
+    ("teacher.kind", "oracle", "config.teacher.kind"),
+    ("rollout.prompts", 0, "config.rollout.prompts"),
+])
+def test_bad_config_is_named(tmp_path, field, value, match):
+  with pytest.raises(ValueError, match=match):
+    train.validate(small_config(tmp_path, **{field: value}))
+
+
+def test_config_variants_build():
+  for arg in ("spatial", "object", "goal", "long", "spatial,runlocal", "goal,pod", "spatial,sft"):
+    c = libero_config.get_config(arg)
+    assert c.env.suite.startswith("libero_")
+  with pytest.raises(ValueError, match="unknown argument"):
+    libero_config.get_config("spatial,fast")
+
+
+def _saved_policy(path, chunk, stats):
+  cfg = models.ModelConfig(size="nano", image_size=16, chunk=chunk)
+  _, params = models.make_policy(cfg, 0)
+  mgr = checkpoint.manager(str(path))
+  checkpoint.save(mgr, 1, params, dict(model=cfg.to_dict(), action_stats=stats.to_dict()))
+  return cfg
+
+
+def test_mismatched_teacher_is_a_clear_error_before_compiling(tmp_path):
+  env = envs.make("libero_spatial", image_size=16, render=False)
+  stats = train.identity_stats(7)
+  s_cfg = models.ModelConfig(size="nano", image_size=16, chunk=4)
+  student = Policy.build(models.abstract_policy(s_cfg)[0], s_cfg, stats, env.instructions)
+  _saved_policy(tmp_path / "k8", 8, stats)
+  tcfg = small_config(tmp_path).teacher
+  tcfg.kind, tcfg.checkpoint = "checkpoint", str(tmp_path / "k8")
+  env.image_size = 16
+  with pytest.raises(ValueError, match="chunk 8 vs student 4"):
+    teachers.make(tcfg, env, student)
+  other = act.make_stats(-2 * np.ones(7), 2 * np.ones(7), stats.mask)
+  _saved_policy(tmp_path / "stats", 4, other)
+  tcfg.checkpoint = str(tmp_path / "stats")
+  with pytest.raises(ValueError, match="action statistics differ"):
+    teachers.make(tcfg, env, student)
+  # A matching checkpoint teacher loads.
+  _saved_policy(tmp_path / "ok", 4, stats)
+  tcfg.checkpoint = str(tmp_path / "ok")
+  assert teachers.make(tcfg, env, student).chunk == 4
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+  stats = train.identity_stats(7)
+  _saved_policy(tmp_path / "c", 4, stats)
+  with open(tmp_path / "c" / "1" / "meta" / "metadata", "w") as f:
+    f.write("{not json")
+  with pytest.raises(checkpoint.CheckpointError, match="meta"):
+    checkpoint.load_policy(str(tmp_path / "c"))
+  with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+    checkpoint.load_policy(str(tmp_path / "nowhere"))
+
+
+def test_scripted_teacher_peaks_on_the_experts_next_k_actions(tmp_path):
+  config = small_config(tmp_path)
+  su = train.setup(config)
+  env, teacher = su["env"], su["teacher"]
+  state = jax.jit(su["benv"].reset)(jax.random.split(jax.random.PRNGKey(1), 2), jnp.array([0, 4]))
+  logits = jax.jit(teacher.logits)(teacher.params, state, None)
+  assert logits.shape == (2, 4, 7, 256)
+  got = np.asarray(act.decode(teacher.stats, jnp.argmax(logits, -1)))
+  step = jax.jit(jax.vmap(lambda s, a: env.step(s, a, render=False)))
+  expert = jax.jit(jax.vmap(env.expert_action))
+  s, want = state, []
+  for _ in range(4):
+    a = expert(s)
+    want.append(np.asarray(a))
+    s = step(s, a)
+  want = np.stack(want, 1)
+  np.testing.assert_allclose(got, want, atol=1.0 / 256 + 1e-6)
+  assert np.abs(want).max() > 0.05   # the expert moves: not a trivially-zero comparison
+
+
+def _params_close(a, b, tol=1e-6):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  worst = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(la, lb))
+  assert worst <= tol, worst
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+  full = train.run(small_config(tmp_path / "full"), progress=False)
+  # "Killed" after one iteration, then started again with the same command.
+  part = small_config(tmp_path / "resumed", iterations=1)
+  train.run(part, progress=False)
+  resumed = train.run(small_config(tmp_path / "resumed"), progress=False)
+  assert int(resumed.step) == int(full.step) == 2
+  _params_close(full.params, resumed.params)
+  moved = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(
+      jax.tree.leaves(full.params), jax.tree.leaves(train.setup(part)["params"])))
+  assert moved > 0  # training changed the parameters
+  rows = read_jsonl(str(tmp_path / "full" / "metrics.jsonl"))
+  assert [r["step"] for r in rows] == [1, 2]
+  for key in ("train/entropy", "train/reverse_kl", "train/teacher_agreement", "rollout/success",
+              "rollout/episode_length", "rollout/env_steps_per_s"):
+    assert np.isfinite(rows[-1][key]), key
+  # The checkpoint rebuilds the policy alone.
+  _, params, cfg, _, meta = checkpoint.load_policy(str(tmp_path / "full"))
+  assert cfg.chunk == 4 and meta["suite"] == "libero_spatial"
+  _params_close(full.params, params, 0.0)
+
+
+def test_nonfinite_loss_skips_update_and_counts(tmp_path):
+  su = train.setup(small_config(tmp_path))
+  params = jax.tree.map(jnp.copy, su["params"])
+  ts = train.TrainState(jnp.int32(0), params, su["tx"].init(params), jnp.int32(0))
+  ts, m = su["iteration"](ts, {"sigma": jnp.float32(0.0)})   # teacher log-probs become NaN
+  assert int(ts.nonfinite_updates) == 1 and float(m["train/nonfinite_updates"]) == 1.0
+  _params_close(ts.params, su["params"], 0.0)
+  ts, m = su["iteration"](ts, su["teacher"].params)          # and training goes on
+  assert int(ts.nonfinite_updates) == 1 and int(ts.step) == 2
+  assert np.isfinite(float(m["train/loss"]))
+
+
+_DEVICES_SCRIPT = r"""
+import os, sys
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+sys.path.insert(0, sys.argv[1])
+import jax, jax.numpy as jnp
+from tests.test_train import small_config
+from opd_jax import train
+assert jax.device_count() == 8
+one = train.run(small_config(sys.argv[2] + "/one", **{"mesh.data": 1, "rollout.prompts": 8}), progress=False)
+eight = train.run(small_config(sys.argv[2] + "/eight", **{"mesh.data": 8, "rollout.prompts": 1}), progress=False)
+worst = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)))
+print("WORST", worst)
+"""
+
+
+@pytest.mark.ci_full
+def test_eight_devices_match_one_device(tmp_path):
+  """Same global batch (8 worlds) on 1 device and sharded over 8 host devices."""
+  out = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT, REPO, str(tmp_path)],
+                       capture_output=True, text=True, timeout=1500, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  worst = float(out.stdout.split("WORST")[-1])
+  assert worst < 1e-5, worst
+  rows = read_jsonl(str(tmp_path / "eight" / "metrics.jsonl"))
+  assert rows[-1]["rollout/control_steps"] > 0
+  assert json.dumps(rows)  # metrics are plain JSON
