@@ -302,7 +302,9 @@ def run(config, *, progress: bool = True) -> TrainState:
 
 def main(argv):
   del argv
-  run(_FLAGS.config)  # --host_devices was applied before JAX started (_preparse_host_devices)
+  if _FLAGS.distributed:
+    jax.distributed.initialize()
+  run(_FLAGS.config, progress=jax.process_index() == 0)  # --host_devices was applied before JAX started (_preparse_host_devices)
 
 
 def _preparse_host_devices(argv) -> None:
@@ -321,5 +323,6 @@ if __name__ == "__main__":
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   _CONFIG = config_flags.DEFINE_config_file("config", "configs/libero.py", "training config")
   flags.DEFINE_integer("host_devices", 0, "CPU only: expose N host devices (set to the core count)")
+  flags.DEFINE_bool("distributed", False, "multi-host: call jax.distributed.initialize() first")
   _FLAGS = flags.FLAGS
   app.run(main)

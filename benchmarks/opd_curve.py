@@ -1,0 +1,74 @@
+"""Success vs environment steps of OPD runs: a PNG plot and a Markdown table.
+
+  python benchmarks/opd_curve.py runs/opd_rkl runs/opd_fkl --labels reverse_kl,forward_kl \\
+      --out benchmarks/opd_spatial.png
+
+Reads each run's ``metrics.jsonl`` (written by opd_jax.train): greedy evaluation
+success (``eval/success``, fixed initial states) and the training rollouts'
+success (``rollout/success``, sampled at the rollout temperature), both
+against environment control steps.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def load(run: str):
+  rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl")) if line.strip()]
+  steps_per_iter = {}
+  for r in rows:
+    if "rollout/control_steps" in r:
+      steps_per_iter[r["step"]] = r["rollout/control_steps"]
+  cum, total = {}, 0.0
+  for it in sorted(steps_per_iter):
+    total += steps_per_iter[it]
+    cum[it] = total
+  train = [(cum[r["step"]], r["rollout/success"], r.get("train/entropy"), r.get("train/reverse_kl"))
+           for r in rows if "rollout/success" in r]
+  evals = [(cum.get(r["step"], 0.0), r["step"], r["eval/success"]) for r in rows
+           if "eval/success" in r]
+  return train, evals
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("runs", nargs="+")
+  ap.add_argument("--labels", default="")
+  ap.add_argument("--out", default="benchmarks/opd_curve.png")
+  ap.add_argument("--smooth", type=int, default=10, help="moving average of rollout success")
+  args = ap.parse_args()
+  labels = args.labels.split(",") if args.labels else [os.path.basename(r.rstrip("/")) for r in args.runs]
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  table = ["| run | iteration | env steps | greedy eval success |", "|---|---|---|---|"]
+  for run, label in zip(args.runs, labels):
+    train, evals = load(run)
+    if train:
+      xs = [t[0] for t in train]
+      ys = [t[1] for t in train]
+      k = max(1, args.smooth)
+      sm = [sum(ys[max(0, i - k + 1):i + 1]) / len(ys[max(0, i - k + 1):i + 1]) for i in range(len(ys))]
+      axes[1].plot(xs, sm, label=label)
+      axes[2].plot(xs, [t[2] for t in train], label=label)
+    if evals:
+      axes[0].plot([e[0] for e in evals], [100 * e[2] for e in evals], "o-", label=label)
+      for steps, it, s in evals:
+        table.append(f"| {label} | {it} | {steps:.0f} | {100 * s:.1f}% |")
+  axes[0].set(title="greedy eval success (%)", xlabel="env control steps")
+  axes[1].set(title=f"training-rollout success ({args.smooth}-iter mean)", xlabel="env control steps")
+  axes[2].set(title="student entropy per token (nats)", xlabel="env control steps")
+  for a in axes:
+    a.grid(alpha=0.3)
+    a.legend()
+  fig.tight_layout()
+  fig.savefig(args.out, dpi=100)
+  print("\n".join(table))
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
