@@ -81,7 +81,7 @@ def approach_and_grasp(priv, a):
   down = g.at[2].set(jnp.maximum(g[2], p[2] - 0.03))  # descend at <= 3 cm a step
   tgt = jnp.where(aligned, down, jnp.where(low, up, hover))
   tgt = jnp.where(~aligned & (opening < MAX_OPEN - 0.01), p, tgt)  # open before moving
-  at_bottom = aligned & (p[2] - g[2] < 0.008)
+  at_bottom = aligned & (p[2] - g[2] < 0.012)  # also when it slipped a little in the grip
   empty = opening < 0.004  # closed on nothing: open and retry
   grip = jnp.where(at_bottom & ~empty, 1.0, -1.0)
   return _action(priv, tgt, yaw, grip)
@@ -101,45 +101,89 @@ def pick_place(priv, a, b, kind):
   t = _place_point(priv, a, b, kind)
   dz = p[2] - o[2]  # TCP height above the object's origin while held
   xy = t[:2] - o[:2]
-  far = jnp.linalg.norm(xy) > 0.012
   # carry height of the object's origin: above the target and above every
   # fixture top it may pass (the tallest, a cabinet, is 0.22 m)
-  travel = jnp.maximum(t[2] + 0.10, CARRY_Z)
+  travel = jnp.maximum(t[2] + 0.07, CARRY_Z)
   # still touching what it stood on (anything but the pads): lift straight up first
   others = priv["touch"][a].at[P.LEFT_PAD].set(False).at[P.RIGHT_PAD].set(False)
   resting = jnp.any(others)
   low = o[2] < travel - 0.03
-  carry_z = jnp.maximum(travel, o[2]) + dz
+  # once lowered below the travel height, only a clear miss sends it back up
+  far = jnp.linalg.norm(xy) > jnp.where(low, 0.02, 0.012)
+  carry_z = travel + dz  # back down to the travel height if it overshot (servo lag, drift)
   carry = jnp.where(low | resting, p.at[2].set(jnp.maximum(travel, o[2] + 0.05) + dz),
                     jnp.concatenate([p[:2] + xy, carry_z[None]]))
-  lower = jnp.concatenate([p[:2] + xy, (t[2] + dz)[None]])
+  # descend at <= 3 cm a step: faster descents drag the TCP sideways (servo lag)
+  lower = jnp.concatenate([p[:2] + xy, jnp.maximum(t[2] + dz, p[2] - 0.03)[None]])
   release = (jnp.linalg.norm(xy) < 0.01) & (o[2] - t[2] < 0.01)
   tgt = jnp.where(far, carry, lower)
   held_act = _action(priv, tgt, _tcp_yaw(priv), jnp.where(release, -1.0, 1.0))
-  return jnp.where(P.held(priv, a), held_act, approach_and_grasp(priv, a))
+  return jnp.where(_holding(priv, a), held_act, approach_and_grasp(priv, a))
+
+
+def _holding(priv, a):
+  """Held (both pads touch ``a``), or a one-pad flicker of contact while the
+  fingers are closed on it at its grasp point: keep the grip."""
+  touch = priv["touch"]
+  one = touch[P.LEFT_PAD, a] | touch[P.RIGHT_PAD, a]
+  g = priv["ent_pos"][a] + jnp.array([0.0, 0.0, priv["ent_grasp"][a, 0]])
+  near = jnp.linalg.norm(priv["tcp_pos"] - g) < 0.02
+  closed_on = priv["fingers"].sum() < 2 * priv["ent_grasp"][a, 2] + 0.004
+  return P.held(priv, a) | (one & near & closed_on)
 
 
 def push(priv, a, b):
-  """Push a wide, flat object ``a`` (closed gripper, low) into ``b``'s region."""
+  """Push a wide, flat object ``a`` (closed gripper, low) to the centre of ``b``'s region."""
   p, o = priv["tcp_pos"], priv["ent_pos"][a]
   t = priv["region_centre"][b]
   d = t[:2] - o[:2]
-  dirn = d / jnp.maximum(jnp.linalg.norm(d), 1e-6)
-  radius = priv["ent_grasp"][a, 2]
+  dist = jnp.linalg.norm(d)
+  dirn = d / jnp.maximum(dist, 1e-6)
+  perp = jnp.array([-dirn[1], dirn[0]])
+  # half-extent of a's square footprint along the push direction
+  local = priv["ent_mat"][a][:2, :2].T @ dirn
+  radius = priv["ent_grasp"][a, 2] * (jnp.abs(local[0]) + jnp.abs(local[1]))
   rel = p[:2] - o[:2]
-  along = rel @ dirn
-  lateral = rel @ jnp.array([-dirn[1], dirn[0]])
-  z_push = o[2] + 0.012
-  pre = o[:2] - dirn * (radius + 0.025)
-  ready = (along < -radius + 0.005) & (jnp.abs(lateral) < 0.02) & (p[2] < z_push + 0.02)
-  yaw = _wrap_half_pi(jnp.arctan2(dirn[1], dirn[0]) + jnp.pi / 2)  # fingers across the push
-  go = jnp.concatenate([p[:2] + dirn * 0.04 - lateral * jnp.array([-dirn[1], dirn[0]]), z_push[None]])
+  along, lateral = rel @ dirn, rel @ perp
+  z_push = jnp.maximum(o[2], 0.0) + 0.008  # pads 1 mm above the table: push the edge, not over it
+  pre = o[:2] - dirn * (radius + 0.03)
+  ready = (along < -radius + 0.008) & (jnp.abs(lateral) < 0.025) & (p[2] < z_push + 0.02)
+  go = jnp.concatenate([p[:2] + dirn * jnp.minimum(0.04, dist) - lateral * perp, z_push[None]])
   near_pre = jnp.linalg.norm(p[:2] - pre) < 0.015
   hover = jnp.concatenate([pre, (z_push + 0.08)[None]])
   up = p.at[2].set(z_push + 0.08)
   descend = jnp.concatenate([pre, z_push[None]])
   tgt = jnp.where(ready, go, jnp.where(near_pre, descend, jnp.where(p[2] < z_push + 0.05, up, hover)))
-  return _action(priv, tgt, yaw, 1.0)
+  tgt = jnp.where(dist < 0.015, up, tgt)  # there: lift off so it counts as not held
+  return _action(priv, tgt, _tcp_yaw(priv), 1.0)
+
+
+def turn(priv, j, frac_goal):
+  """Turn hinge ``j`` (a knob lever, a door) toward ``frac_goal`` of its range by
+  pushing its handle sideways with the closed gripper, following the arc."""
+  h = priv["art_handle"][j]
+  lo, hi = priv["joint_range"][j, 0], priv["joint_range"][j, 1]
+  sgn = jnp.where(lo + frac_goal * (hi - lo) > priv["joint_q"][j], 1.0, -1.0)
+  hp, axis, anchor = priv["ent_pos"][h], priv["joint_axis"][j], priv["joint_anchor"][j]
+  r = hp - anchor
+  r = r - axis * (axis @ r)
+  rn = r / jnp.maximum(jnp.linalg.norm(r), 1e-6)
+  tang = jnp.cross(axis, rn) * sgn  # direction the handle must move
+  off = priv["ent_grasp"][h, 2] + 0.016  # handle half-thickness + closed pads + gap
+  p = priv["tcp_pos"]
+  rel = p - hp
+  along, radial, dz = rel @ tang, rel @ rn, rel[2]
+  ready = (along > -off - 0.025) & (along < -off + 0.012) & (jnp.abs(radial) < 0.015) & \
+      (jnp.abs(dz) < 0.015)
+  go = p + tang * 0.03 - rn * radial - jnp.array([0.0, 0.0, 1.0]) * dz
+  contact = hp - tang * off
+  aligned = jnp.linalg.norm(p[:2] - contact[:2]) < 0.012
+  low = p[2] < hp[2] + 0.05
+  hover = contact.at[2].add(0.08)
+  descend = contact.at[2].set(jnp.maximum(hp[2], p[2] - 0.03))
+  up = p.at[2].set(hp[2] + 0.08)
+  tgt = jnp.where(ready, go, jnp.where(aligned, descend, jnp.where(low, up, hover)))
+  return _action(priv, tgt, _tcp_yaw(priv), 1.0)
 
 
 def articulate(priv, j, frac_goal):
@@ -174,7 +218,11 @@ def act(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
   too_wide = priv["ent_grasp"][a, 2] > 0.037
   place = jnp.where((kind == P.IN) & too_wide, push(priv, a, b), pick_place(priv, a, b, kind))
   frac = jnp.where(kind == P.CLOSE, 0.0, 1.0)
-  action = jnp.where(kind <= P.IN, place, articulate(priv, a, frac))
+  if priv["joint_q"].shape[0]:
+    art = jnp.where(priv["art_is_hinge"][a], turn(priv, a, frac), articulate(priv, a, frac))
+    action = jnp.where(kind <= P.IN, place, art)
+  else:  # a suite without articulated joints
+    action = place
   return jnp.where(jnp.all(stages), retreat(priv), action)
 
 
@@ -184,11 +232,12 @@ def dense_reward(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
   s = jnp.argmin(stages)
   kind, a, b = goals[s, 0], goals[s, 1], goals[s, 2]
   is_art = kind >= P.OPEN
-  obj = jnp.where(is_art, priv["art_handle"][a], a)
+  handle = priv["art_handle"][a] if priv["joint_q"].shape[0] else a
+  obj = jnp.where(is_art, handle, a)
   reach = 1.0 - jnp.tanh(5.0 * jnp.linalg.norm(priv["tcp_pos"] - priv["ent_pos"][obj]))
   hold = P.held(priv, obj).astype(jnp.float32)
   place_err = jnp.linalg.norm(_place_point(priv, a, b, kind) - priv["ent_pos"][a])
-  frac = P.joint_fraction(priv, a)
+  frac = P.joint_fraction(priv, a) if priv["joint_q"].shape[0] else 0.0
   art_prog = jnp.where(kind == P.CLOSE, 1.0 - frac, frac)
   progress = jnp.where(is_art, art_prog, 1.0 - jnp.tanh(5.0 * place_err))
   partial = 0.25 * reach + 0.25 * hold + 0.5 * progress

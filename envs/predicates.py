@@ -51,7 +51,8 @@ def joint_fraction(priv: dict, j: jax.Array) -> jax.Array:
 def satisfied(priv: dict, goal: jax.Array) -> jax.Array:
   """Whether one goal row ``[kind, a, b]`` (int32 [3]) holds."""
   kind, a, b = goal[0], goal[1], goal[2]
-  frac = joint_fraction(priv, a)
+  # a suite without articulated joints has no joint goals
+  frac = joint_fraction(priv, a) if priv["joint_q"].shape[0] else jnp.float32(0.0)
   results = jnp.stack([
       jnp.bool_(True),
       on(priv, a, b),

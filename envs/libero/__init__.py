@@ -20,6 +20,7 @@ def _spec(module_name, module):
   return module.spec()
 
 
-SUITES = {"libero_spatial": "spatial"}
+SUITES = {"libero_spatial": "spatial", "libero_object": "object",
+          "libero_goal": "goal"}
 for _name, _module in SUITES.items():
   register(_name, _factory(_module))

@@ -1,0 +1,117 @@
+"""LIBERO-Object and LIBERO-Goal: instructions, limits, articulated-joint
+predicates on real physics states, and the scripted expert solving the tasks."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from mujoco import mjx
+
+import envs
+from envs import predicates as P
+from test_tasks import _expert_rollout
+
+OBJECT_ITEMS = ("alphabet soup", "cream cheese", "salad dressing", "bbq sauce", "ketchup",
+                "tomato sauce", "butter", "milk", "chocolate pudding", "orange juice")
+GOAL_INSTRUCTIONS = (
+    "open the middle drawer of the cabinet", "put the bowl on the stove",
+    "put the wine bottle on top of the cabinet", "open the top drawer and put the bowl inside",
+    "put the bowl on top of the cabinet", "push the plate to the front of the stove",
+    "put the cream cheese in the bowl", "turn on the stove", "put the bowl on the plate",
+    "put the wine bottle on the rack",
+)
+
+
+@pytest.fixture(scope="session")
+def object_blind():
+  return envs.make("libero_object", render=False)
+
+
+@pytest.fixture(scope="session")
+def goal_blind():
+  return envs.make("libero_goal", render=False)
+
+
+def test_object_suite_matches_libero(object_blind):
+  env = object_blind
+  assert env.instructions == tuple(f"pick up the {x} and place it in the basket"
+                                   for x in OBJECT_ITEMS)
+  assert env.max_episode_steps == 280 and env.num_tasks == 10
+  assert env.num_contact_pairs <= 42
+  # each scene: the basket, the target and five distractors on the table
+  on_table = np.asarray(env.task_layout[:, :, 0]) < 1.0
+  assert on_table.sum(1).tolist() == [6] * 10
+  assert all(on_table[t, t] for t in range(10))
+
+
+def test_goal_suite_matches_libero(goal_blind):
+  env = goal_blind
+  assert env.instructions == GOAL_INSTRUCTIONS
+  assert env.max_episode_steps == 300 and env.num_tasks == 10
+  assert env.num_contact_pairs <= 30
+  # one shared scene: every task starts from the same layout
+  lay = np.asarray(env.task_layout)
+  assert np.all(lay == lay[:1])
+
+
+def _with_joints(env, state, values):
+  """The state's physics with articulated joints set to ``values`` {name: q}."""
+  d = state.data
+  qpos = d.qpos
+  for name, q in values.items():
+    qpos = qpos.at[env.art_qadr[env.art_index[name]]].set(q)
+  return env.privileged(mjx.forward(env.mjx_model, d.replace(qpos=qpos)))
+
+
+def test_goal_joint_predicates_on_physics_states(goal_blind):
+  """Drawer open / closed and knob on, read from joints set in the MJX model."""
+  env = goal_blind
+  s = jax.jit(env.reset_eval)(0, 0)
+  middle, knob = "wooden_cabinet_middle_drawer", "flat_stove_knob"
+
+  def sat(priv, kind, name):
+    return bool(P.satisfied(priv, jnp.array([kind, env.art_index[name], 0])))
+
+  opened = _with_joints(env, s, {middle: 0.15})
+  closed = _with_joints(env, s, {middle: 0.01})
+  half = _with_joints(env, s, {middle: 0.08})
+  assert sat(opened, P.OPEN, middle) and not sat(opened, P.CLOSE, middle)
+  assert sat(closed, P.CLOSE, middle) and not sat(closed, P.OPEN, middle)
+  assert not sat(half, P.OPEN, middle) and not sat(half, P.CLOSE, middle)
+  # the drawer body really moved toward the robot (-x) with its joint
+  e = env.entity_index[middle]
+  assert float(opened["ent_pos"][e, 0] - closed["ent_pos"][e, 0]) == pytest.approx(-0.14, abs=1e-4)
+  on = _with_joints(env, s, {knob: 1.2})
+  off = _with_joints(env, s, {knob: 0.3})
+  assert sat(on, P.TURNON, knob) and not sat(off, P.TURNON, knob)
+  assert not sat(s.info["priv"], P.TURNON, knob)
+  # task 3's first stage (open the top drawer) is not done at reset
+  assert not bool(s.info["stages"].all()) and env.num_stages[3] == 2
+
+
+def test_expert_solves_object_quick(object_blind):
+  succ = _expert_rollout(object_blind, np.array([0, 7]), np.array([0, 0]))
+  assert succ.tolist() == [1.0, 1.0]
+
+
+def test_expert_solves_goal_quick(goal_blind):
+  """A drawer, the knob and a placement into the bowl."""
+  succ = _expert_rollout(goal_blind, np.array([0, 7, 6]), np.array([0, 0, 0]))
+  assert succ.tolist() == [1.0, 1.0, 1.0]
+
+
+def _all_tasks(env, n):
+  tasks = np.repeat(np.arange(env.num_tasks), n)
+  idx = np.tile(np.arange(n), env.num_tasks)
+  return _expert_rollout(env, tasks, idx).reshape(-1, n)
+
+
+@pytest.mark.ci_full
+def test_expert_solves_every_object_task(object_blind):
+  succ = _all_tasks(object_blind, 2)
+  assert succ.min(1).min() == 1.0, succ.mean(1)
+
+
+@pytest.mark.ci_full
+def test_expert_solves_every_goal_task(goal_blind):
+  succ = _all_tasks(goal_blind, 2)
+  assert succ.mean(1).min() >= 0.5 and succ.mean() >= 0.9, succ.mean(1)
