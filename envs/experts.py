@@ -100,7 +100,10 @@ def pick_place(priv, a, b, kind):
   p, o = priv["tcp_pos"], priv["ent_pos"][a]
   t = _place_point(priv, a, b, kind)
   dz = p[2] - o[2]  # TCP height above the object's origin while held
-  xy = t[:2] - o[:2]
+  # steer by the held point (below the TCP even when a tall object tilts in
+  # the grip), aiming it at where it sits above the target's point
+  held_pt = o + priv["ent_mat"][a] @ jnp.array([0.0, 0.0, priv["ent_grasp"][a, 0]])
+  xy = t[:2] - held_pt[:2]
   # carry height of the object's origin: above the target and above every
   # fixture top it may pass (the tallest, a cabinet, is 0.22 m)
   travel = jnp.maximum(t[2] + 0.07, CARRY_Z)
