@@ -1,0 +1,254 @@
+"""Demonstrations from the scripted experts, in the LIBERO / robomimic HDF5 layout.
+
+  python -m opd_jax.collect --suite libero_spatial --demos_per_task 50 \\
+      --out data/libero_spatial.hdf5 [--image_size 64 --batch 20 --seed 0 --action_noise 0.1]
+
+A batch of worlds (one suite, mixed tasks) is rolled by the privileged
+feedback expert of ``envs`` under ``jax.jit``: a ``lax.scan`` over a block of
+control steps with the unbatched ``step`` vmapped, both cameras rendered at
+every control step. Worlds whose episode ended (success, time limit or a
+physics blow-up) are frozen and, at the end of the block, refilled with a new
+attempt. Only successful episodes are written, until each task has
+``demos_per_task`` of them; the kept/attempted count per task is printed.
+
+Initial states are *training* states: ``env.reset(key, task)`` with keys
+derived from ``--seed`` and a collection tag, never the fixed evaluation
+states of ``reset_eval``.
+
+DART-style noise: with ``--action_noise s > 0`` the executed action is the
+expert's action plus Gaussian noise (std ``s`` in the [-1, 1] action units, on
+the 6 arm dims only, clipped to [-1, 1]), which visits states the clean expert
+would not and shows how it recovers; the RECORDED action is always the clean
+expert action of the visited state.
+
+Layout written (one file for all tasks of the suite)::
+
+  data                      attrs: total, env_args (JSON), suite, image_size,
+                            instructions (JSON list), action_noise, seed
+  data/demo_i               attrs: num_samples, instruction, task_id
+  data/demo_i/obs/agentview_rgb    uint8 [N, H, W, 3]
+  data/demo_i/obs/eye_in_hand_rgb  uint8 [N, H, W, 3]
+  data/demo_i/obs/ee_states        float32 [N, 6]  TCP position + rotation vector
+  data/demo_i/obs/gripper_states   float32 [N, 2]  finger joint positions
+  data/demo_i/actions       float32 [N, 7]
+  data/demo_i/rewards       float32 [N]  (1 at the last step)
+  data/demo_i/dones         uint8 [N]    (1 at the last step)
+
+Observation ``t`` is the one the action ``t`` was chosen in.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import envs  # sets the XLA flag MJX needs on CPU before JAX starts  # noqa: F401  isort: skip
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+COLLECT_TAG = 0x636F6C6C  # folded into the seed: collection keys never equal eval keys
+
+
+def collection_key(seed: int, task: int, attempt: int) -> jax.Array:
+  """Key of the ``attempt``-th training initial state of ``task``."""
+  k = jax.random.fold_in(jax.random.PRNGKey(seed), COLLECT_TAG)
+  return jax.random.fold_in(jax.random.fold_in(k, task), attempt)
+
+
+def make_block(env, block: int, action_noise: float):
+  """``run(state, alive, key) -> (state, alive, record)``: ``block`` expert steps of a batch.
+
+  record: obs (cameras [S, B, H, W, 3], proprio [S, B, 8]), actions [S, B, 7], reward
+  [S, B], done [S, B], valid [S, B] (1 for steps taken while the episode was running).
+  """
+  noise_mask = jnp.asarray([1.0] * 6 + [0.0], jnp.float32)
+
+  def one_step(s, alive, key):
+    a = env.expert_action(s)
+    noisy = jnp.clip(a + action_noise * noise_mask * jax.random.normal(key, a.shape), -1.0, 1.0)
+    nxt = env.step(s, noisy if action_noise > 0 else a)
+    nxt = jax.tree.map(lambda n, o: jnp.where(alive, n, o), nxt, s)   # frozen once ended
+    rec = dict(agentview=s.obs["agentview"], wrist=s.obs["wrist"], proprio=s.obs["proprio"],
+               action=a, reward=nxt.reward, done=nxt.done, valid=alive)
+    return nxt, alive & (nxt.done <= 0), rec
+
+  vstep = jax.vmap(one_step)
+
+  def run(state, alive, key):
+    def body(carry, k):
+      s, al = carry
+      keys = jax.random.split(k, al.shape[0])
+      s, al, rec = vstep(s, al, keys)
+      return (s, al), rec
+    (state, alive), rec = jax.lax.scan(body, (state, alive), jax.random.split(key, block))
+    return state, alive, rec
+
+  return jax.jit(run, donate_argnums=(0,))
+
+
+def write_demo(grp: h5py.Group, index: int, ep: dict, instruction: str, task_id: int,
+               compression: str | None = "gzip") -> None:
+  """Writes one episode (arrays with leading [N]) as ``demo_{index}``."""
+  n = len(ep["action"])
+  g = grp.create_group(f"demo_{index}")
+  g.attrs["num_samples"] = n
+  g.attrs["instruction"] = instruction
+  g.attrs["task_id"] = int(task_id)
+  o = g.create_group("obs")
+  kw = dict(compression=compression) if compression else {}
+  o.create_dataset("agentview_rgb", data=ep["agentview"].astype(np.uint8), **kw)
+  o.create_dataset("eye_in_hand_rgb", data=ep["wrist"].astype(np.uint8), **kw)
+  o.create_dataset("ee_states", data=ep["proprio"][:, :6].astype(np.float32))
+  o.create_dataset("gripper_states", data=ep["proprio"][:, 6:8].astype(np.float32))
+  g.create_dataset("actions", data=ep["action"].astype(np.float32))
+  g.create_dataset("rewards", data=ep["reward"].astype(np.float32))
+  g.create_dataset("dones", data=ep["done"].astype(np.uint8))
+
+
+def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, batch: int = 20,
+            seed: int = 0, action_noise: float = 0.0, block: int = 10,
+            max_attempts_factor: int = 3, tasks: list[int] | None = None, progress: bool = True,
+            env_kwargs: dict | None = None) -> dict:
+  """Collects and writes the file; returns per task id lists ``kept`` (written),
+  ``succeeded`` (successful episodes, surplus ones included) and ``attempted``, and
+  ``seconds``.
+
+  The batch is a pool of ``batch`` worlds: after every block of ``block`` control steps,
+  worlds whose episode ended are refilled with a fresh attempt (the task with the fewest
+  demos kept or under way), so no world idles while a slow episode finishes. A task is
+  given up after ``max_attempts_factor * demos_per_task`` attempts.
+  """
+  if demos_per_task < 1:
+    raise ValueError(f"--demos_per_task must be >= 1, got {demos_per_task}")
+  if batch < 1 or block < 1:
+    raise ValueError(f"--batch and --block must be >= 1, got {batch}, {block}")
+  env_kwargs = dict(env_kwargs or {}, image_size=image_size)
+  env = envs.make(suite, render=True, **env_kwargs)
+  tasks = list(range(env.num_tasks)) if tasks is None else list(tasks)
+  bad = [t for t in tasks if not 0 <= t < env.num_tasks]
+  if bad:
+    raise ValueError(f"tasks {bad} out of range: {suite} has {env.num_tasks} tasks")
+  run = make_block(env, block, action_noise)
+
+  def refill(state, keys, task_ids, fresh_mask):
+    fresh = jax.vmap(env.reset)(keys, task_ids)
+    return jax.tree.map(lambda n, o: jnp.where(
+        fresh_mask.reshape(fresh_mask.shape + (1,) * (o.ndim - 1)), n, o), fresh, state)
+
+  reset = jax.jit(jax.vmap(env.reset))
+  refill = jax.jit(refill, donate_argnums=(0,))
+  kept = [0] * env.num_tasks
+  attempted = [0] * env.num_tasks
+  inflight = [0] * env.num_tasks
+  succeeded = [0] * env.num_tasks   # successful episodes, including surplus ones not written
+  limit = max_attempts_factor * demos_per_task
+
+  def assign():
+    """(task, attempt) for a free world, or None when every task is done or given up."""
+    cand = [t for t in tasks if kept[t] < demos_per_task and attempted[t] < limit]
+    if not cand:
+      return None
+    t = min(cand, key=lambda t: (kept[t] + inflight[t], t))
+    attempted[t] += 1
+    inflight[t] += 1
+    return t, attempted[t] - 1
+
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  tmp = out + ".partial"
+  t0 = time.time()
+  bar = None
+  if progress:
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    bar = tqdm(total=demos_per_task * len(tasks), desc=f"collect {suite}", dynamic_ncols=True)
+  with h5py.File(tmp, "w") as f:
+    grp = f.create_group("data")
+    n_written = 0
+    slots = [assign() for _ in range(batch)]
+    live = [s for s in slots if s is not None]
+    keys = jnp.stack([collection_key(seed, *s) if s else jax.random.PRNGKey(0) for s in slots])
+    state = reset(keys, jnp.asarray([s[0] if s else live[0][0] for s in slots], jnp.int32))
+    alive = jnp.asarray([s is not None for s in slots])
+    buffers = [[] for _ in range(batch)]
+    n_block = 0
+    while any(s is not None for s in slots):
+      state, alive, rec = run(state, alive, jax.random.fold_in(jax.random.PRNGKey(seed), n_block))
+      n_block += 1
+      rec, alive_np = jax.device_get((rec, alive))
+      refills = []
+      for j, slot in enumerate(slots):
+        if slot is None:
+          continue
+        valid = rec["valid"][:, j]
+        buffers[j].append({k: v[valid, j] for k, v in rec.items()})
+        if alive_np[j]:
+          continue
+        t = slot[0]
+        inflight[t] -= 1
+        ep = {k: np.concatenate([b[k] for b in buffers[j]], 0) for k in buffers[j][0]}
+        buffers[j] = []
+        ok = len(ep["action"]) > 0 and ep["reward"][-1] > 0
+        succeeded[t] += int(ok)
+        if ok and kept[t] < demos_per_task:
+          write_demo(grp, n_written, ep, env.instructions[t], t)
+          n_written += 1
+          kept[t] += 1
+          if bar is not None:
+            bar.update(1)
+        slots[j] = assign()
+        if slots[j] is not None:
+          refills.append(j)
+      if refills:
+        mask = np.zeros(batch, bool)
+        mask[refills] = True
+        keys = jnp.stack([collection_key(seed, *s) if s else jax.random.PRNGKey(0) for s in slots])
+        tids = jnp.asarray([s[0] if s else 0 for s in slots], jnp.int32)
+        state = refill(state, keys, tids, jnp.asarray(mask))
+        alive = jnp.asarray(alive_np | mask)
+      if bar is not None:
+        bar.set_postfix(attempted=sum(attempted), worlds=sum(s is not None for s in slots))
+    grp.attrs["total"] = int(sum(grp[d].attrs["num_samples"] for d in grp))
+    grp.attrs["suite"] = suite
+    grp.attrs["image_size"] = int(image_size)
+    grp.attrs["instructions"] = json.dumps(list(env.instructions))
+    grp.attrs["env_args"] = json.dumps(dict(env_name=suite, env_kwargs=env_kwargs))
+    grp.attrs["action_noise"] = float(action_noise)
+    grp.attrs["seed"] = int(seed)
+  if bar is not None:
+    bar.close()
+  os.replace(tmp, out)
+  return dict(kept=kept, succeeded=succeeded, attempted=attempted, seconds=time.time() - t0)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--suite", default="libero_spatial")
+  ap.add_argument("--demos_per_task", type=int, default=50)
+  ap.add_argument("--out", required=True, help="HDF5 file to write")
+  ap.add_argument("--image_size", type=int, default=64)
+  ap.add_argument("--batch", type=int, default=20, help="worlds rolled together")
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--action_noise", type=float, default=0.0,
+                  help="DART noise std on executed arm actions (recorded actions stay clean)")
+  ap.add_argument("--block", type=int, default=10, help="control steps per compiled call")
+  ap.add_argument("--tasks", default="", help="comma-separated task ids (default: all)")
+  args = ap.parse_args(argv)
+  tasks = [int(t) for t in args.tasks.split(",")] if args.tasks else None
+  r = collect(args.suite, args.demos_per_task, args.out, image_size=args.image_size,
+              batch=args.batch, seed=args.seed, action_noise=args.action_noise, block=args.block,
+              tasks=tasks)
+  print(f"{'task':>4} {'kept':>5} {'succeeded':>9} {'attempted':>9}")
+  for t, (k, s, a) in enumerate(zip(r["kept"], r["succeeded"], r["attempted"])):
+    if a:
+      print(f"{t:>4} {k:>5} {s:>9} {a:>9}")
+  print(f"kept {sum(r['kept'])} demos; expert success {sum(r['succeeded'])}/{sum(r['attempted'])} "
+        f"episodes; {r['seconds']:.0f}s -> {args.out}")
+  short = [t for t, (k, a) in enumerate(zip(r["kept"], r["attempted"])) if a and k < args.demos_per_task]
+  if short:
+    print(f"warning: tasks {short} have fewer than {args.demos_per_task} successful demos")
+
+
+if __name__ == "__main__":
+  main()
