@@ -54,12 +54,19 @@ def test_goal_suite_matches_libero(goal_blind):
 
 
 def _with_joints(env, state, values):
-  """The state's physics with articulated joints set to ``values`` {name: q}."""
-  d = state.data
-  qpos = d.qpos
-  for name, q in values.items():
-    qpos = qpos.at[env.art_qadr[env.art_index[name]]].set(q)
-  return env.privileged(mjx.forward(env.mjx_model, d.replace(qpos=qpos)))
+  """The state's physics with one articulated joint set: ``values`` {name: q}."""
+  (name, q), = values.items()
+  return _set_joint(env)(state.data, env.art_qadr[env.art_index[name]], q)
+
+
+_SET_JOINT = {}
+
+
+def _set_joint(env):
+  if env not in _SET_JOINT:
+    _SET_JOINT[env] = jax.jit(lambda d, adr, q: env.privileged(
+        mjx.forward(env.mjx_model, d.replace(qpos=d.qpos.at[adr].set(q)))))
+  return _SET_JOINT[env]
 
 
 def test_goal_joint_predicates_on_physics_states(goal_blind):
