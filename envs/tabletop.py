@@ -23,6 +23,7 @@ from mujoco import mjx
 from envs import control, experts, predicates, scene
 from envs.core import State
 
+SANE_BOX = 10.0  # m: a body farther out along any axis means the physics blew up
 PARK_X = 2.5  # objects a task does not use wait here, behind the agentview camera
 
 
@@ -299,6 +300,7 @@ class TabletopSuite:
     ctrl = control.joint_targets(self.mjx_model, d0, action, self.tcp_site)
     d = self._physics(d0, ctrl)
     finite = jnp.all(jnp.isfinite(d.qpos)) & jnp.all(jnp.isfinite(d.qvel))
+    finite &= jnp.all(jnp.abs(d.xpos) < SANE_BOX)  # bodies flung out of the room blew up too
     # A world that blew up keeps its last finite state and ends its episode;
     # AutoReset then starts it afresh. Other worlds are untouched.
     d = jax.tree.map(lambda new, old: jnp.where(finite, new, old), d, d0)

@@ -8,6 +8,8 @@ touches only the surfaces its tasks need), which keeps the scene at 30 pairs.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from envs import predicates as P
 from envs.libero import objects as O
 from envs.scene import Body, Geom
@@ -57,10 +59,21 @@ def rack(name: str, pos) -> tuple[Body, Entity]:
   return Body(name, geoms, pos=pos), Entity(name, name, top=(0.0, 0.0, 2 * h))
 
 
+def push_plate(name: str, half: float):
+  """A movable plate the pads push rather than grip (too wide). The pads meet an
+  invisible collision box 2 mm wider than the plate and 20 mm tall instead of
+  its 12 mm edge, on which pushing pads rode up and flipped or pinched it into
+  the table. Its top stays below the pads that set a bowl down on the plate."""
+  body, ent = O.plate(name, movable=True, half=half, role="plate_base plate_top")
+  push_box = Geom("box", (half + 0.002, half + 0.002, 0.01), pos=(0, 0, 0.01), rgba=(0, 0, 0, 0),
+                  role="grip")
+  return dataclasses.replace(body, geoms=(*body.geoms, push_box)), ent
+
+
 def spec() -> SuiteSpec:
   table, _ = O.table()
   bowl, bowl_e = O.bowl(BOWL_N, half=0.032, height=0.03, role="bowl_base bowl_floor")
-  plate, plate_e = O.plate(PLATE_N, movable=True, half=0.06, role="plate_base plate_top grip")
+  plate, plate_e = push_plate(PLATE_N, half=0.06)
   bottle, bottle_e = O.box_object(BOTTLE_N, (0.024, 0.024, 0.08), (0.12, 0.3, 0.15, 1),
                                   label=(0.9, 0.85, 0.7, 1), role="grip bottle_base")
   # a standing box, tall enough that the pads holding it clear the bowl's rim
