@@ -101,11 +101,18 @@ def make_student(config, env):
 
 
 def make_optimizer(o) -> optax.GradientTransformation:
+  """``o.optimizer``: "adamw" (default) or "sgd"; linear warm-up, global-norm clipping."""
   sched = optax.join_schedules(
       [optax.linear_schedule(0.0, o.lr, max(o.warmup, 1)), optax.constant_schedule(o.lr)],
       [max(o.warmup, 1)])
-  return optax.chain(optax.clip_by_global_norm(o.grad_clip),
-                     optax.adamw(sched, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+  name = o.get("optimizer", "adamw")
+  if name == "adamw":
+    opt = optax.adamw(sched, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  elif name == "sgd":
+    opt = optax.sgd(sched)
+  else:
+    raise ValueError(f"config.optim.optimizer must be 'adamw' or 'sgd', got {name!r}")
+  return optax.chain(optax.clip_by_global_norm(o.grad_clip), opt)
 
 
 # ------------------------------------------------------------------ one iteration

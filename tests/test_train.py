@@ -1,5 +1,4 @@
 """The OPD trainer: config validation, teachers, resume, non-finite recovery, devices."""
-import json
 import os
 import subprocess
 import sys
@@ -172,21 +171,37 @@ import jax, jax.numpy as jnp
 from tests.test_train import small_config
 from opd_jax import train
 assert jax.device_count() == 8
-one = train.run(small_config(sys.argv[2] + "/one", **{"mesh.data": 1, "rollout.prompts": 8}), progress=False)
-eight = train.run(small_config(sys.argv[2] + "/eight", **{"mesh.data": 8, "rollout.prompts": 1}), progress=False)
-worst = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)))
+common = {"iterations": 1, "checkpoint.every": 10, "optim.optimizer": "sgd", "optim.lr": 0.05,
+          "optim.warmup": 0}
+one = train.run(small_config(sys.argv[2] + "/one", **common, **{"mesh.data": 1, "rollout.prompts": 8}), progress=False)
+eight = train.run(small_config(sys.argv[2] + "/eight", **common, **{"mesh.data": 8, "rollout.prompts": 1}), progress=False)
+import numpy as np
+worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+            for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)))
 print("WORST", worst)
 """
 
 
 @pytest.mark.ci_full
 def test_eight_devices_match_one_device(tmp_path):
-  """Same global batch (8 worlds) on 1 device and sharded over 8 host devices."""
+  """Same global batch (8 worlds) on 1 device and sharded over 8 host devices: one
+  iteration (rollout + 4 gradient steps) gives the same parameters to float tolerance.
+
+  With SGD: Adam divides each gradient by its own magnitude, so a parameter whose true gradient
+  is ~0 moves by +-lr on float noise alone (measured: 2.7e-4 after one Adam iteration, with
+  loss, KL and gradient norms agreeing to ~5e-6 relative).
+
+  One iteration, not several: the next iteration samples from the updated student, and a
+  1e-7 difference in logits can flip a sampled token, after which physics diverges (measured:
+  metrics of iteration 1 agree to ~1e-6 relative, parameters after 2 iterations differ by 1e-3).
+  """
   out = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT, REPO, str(tmp_path)],
                        capture_output=True, text=True, timeout=1500, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]
   worst = float(out.stdout.split("WORST")[-1])
   assert worst < 1e-5, worst
-  rows = read_jsonl(str(tmp_path / "eight" / "metrics.jsonl"))
-  assert rows[-1]["rollout/control_steps"] > 0
-  assert json.dumps(rows)  # metrics are plain JSON
+  one = read_jsonl(str(tmp_path / "one" / "metrics.jsonl"))[-1]
+  eight = read_jsonl(str(tmp_path / "eight" / "metrics.jsonl"))[-1]
+  assert eight["rollout/control_steps"] == one["rollout/control_steps"] > 0
+  for k in ("train/loss", "train/reverse_kl", "rollout/dense_reward"):
+    assert abs(one[k] - eight[k]) <= 1e-4 * (1 + abs(one[k])), (k, one[k], eight[k])
