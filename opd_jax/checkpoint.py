@@ -45,11 +45,26 @@ def save(mgr: ocp.CheckpointManager, step: int, params, meta: dict[str, Any],
   mgr.wait_until_finished()
 
 
-def restore(mgr: ocp.CheckpointManager, step: int, abstract_params, abstract_opt_state=None):
-  """Restores ``(params, opt_state or None, meta)`` of ``step`` against abstract targets."""
-  items = dict(params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore())
+def _with_sharding(tree, sharding):
+  """Abstract targets placed on ``sharding`` (default: this process's first device), so a
+  checkpoint written on another topology (8 devices, a pod) restores here."""
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def leaf(x):
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+    return x
+  return jax.tree.map(leaf, tree)
+
+
+def restore(mgr: ocp.CheckpointManager, step: int, abstract_params, abstract_opt_state=None,
+            sharding=None):
+  """Restores ``(params, opt_state or None, meta)`` of ``step`` against abstract targets,
+  placed on ``sharding`` (default: one local device) whatever topology wrote them."""
+  items = dict(params=ocp.args.StandardRestore(_with_sharding(abstract_params, sharding)),
+               meta=ocp.args.JsonRestore())
   if abstract_opt_state is not None:
-    items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+    items["opt_state"] = ocp.args.StandardRestore(_with_sharding(abstract_opt_state, sharding))
   where = os.path.join(str(mgr.directory), str(step))
   try:
     r = mgr.restore(step, args=ocp.args.Composite(**items))

@@ -230,7 +230,7 @@ def run(config, *, progress: bool = True) -> TrainState:
   start = mgr.latest_step()
   if start is not None:
     abstract_opt = jax.eval_shape(tx.init, params)
-    params, opt_state, old_meta = checkpoint.restore(mgr, start, params, abstract_opt)
+    params, opt_state, old_meta = checkpoint.restore(mgr, start, params, abstract_opt, rep)
     if old_meta.get("model") != meta["model"]:
       raise checkpoint.CheckpointError(
           f"{workdir}/checkpoints/{start} holds a different model ({old_meta.get('model')}) than "
