@@ -24,6 +24,7 @@ from envs import predicates as P
 # Home orientation of the TCP: x forward, pointing down.
 R_DOWN = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]], np.float32)
 HOVER = 0.10  # m above a grasp point before descending
+CLEAR_Z = 0.16  # m: TCP height to travel at between objects when starting low
 CARRY_Z = 0.26  # m: lowest carry height of a held object's origin
 MAX_OPEN = 2 * control.FINGER_OPEN
 
@@ -75,14 +76,19 @@ def approach_and_grasp(priv, a):
   # height tells which: no memory needed).
   descending = p[2] < g[2] + HOVER - 0.02
   aligned = (xy_err < jnp.where(descending, 0.022, 0.012)) & (yaw_err < 0.12)
-  low = p[2] < g[2] + 0.06
-  hover = g.at[2].add(HOVER)
-  up = p.at[2].set(jnp.maximum(p[2], g[2] + HOVER))
+  # far from it and low (e.g. just after setting another object down, the
+  # pads still straddling it): rise to a clearance height before travelling,
+  # or the pads sweep what was just placed off its target
+  far = xy_err > 0.04
+  low = (p[2] < g[2] + 0.06) | (far & (p[2] < CLEAR_Z - 0.03))
+  hover = g.at[2].set(jnp.maximum(g[2] + HOVER, jnp.where(far, CLEAR_Z, 0.0)))
+  up = p.at[2].set(jnp.maximum(p[2], hover[2]))
   down = g.at[2].set(jnp.maximum(g[2], p[2] - 0.03))  # descend at <= 3 cm a step
   tgt = jnp.where(aligned, down, jnp.where(low, up, hover))
   tgt = jnp.where(~aligned & (opening < MAX_OPEN - 0.01), p, tgt)  # open before moving
   at_bottom = aligned & (p[2] - g[2] < 0.012)  # also when it slipped a little in the grip
-  empty = opening < 0.004  # closed on nothing: open and retry
+  # closed on nothing (the thinnest grip, a knob lever, leaves 12 mm): open, retry
+  empty = opening < 0.008
   grip = jnp.where(at_bottom & ~empty, 1.0, -1.0)
   return _action(priv, tgt, yaw, grip)
 

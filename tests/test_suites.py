@@ -134,3 +134,50 @@ def test_expert_solves_every_object_task(object_blind):
 def test_expert_solves_every_goal_task(goal_blind):
   succ = _all_tasks(goal_blind, 2)
   assert succ.mean(1).min() >= 0.5 and succ.mean() >= 0.9, succ.mean(1)
+
+
+LONG_INSTRUCTIONS = (
+    "put both the alphabet soup and the tomato sauce in the basket",
+    "put both the cream cheese box and the butter in the basket",
+    "turn on the stove and put the moka pot on it",
+    "put the black bowl in the bottom drawer of the cabinet and close it",
+    "put the white mug on the left plate and put the yellow and white mug on the right plate",
+    "pick up the book and place it in the back compartment of the caddy",
+    "put the white mug on the plate and put the chocolate pudding to the right of the plate",
+    "put both the alphabet soup and the cream cheese box in the basket",
+    "put both moka pots on the stove",
+    "put the yellow and white mug in the microwave and close it",
+)
+
+
+@pytest.fixture(scope="session")
+def long_blind():
+  # built directly: libero_10 is registered only once all ten experts pass
+  from envs.libero import long  # pylint: disable=import-outside-toplevel
+  from envs.tabletop import TabletopSuite  # pylint: disable=import-outside-toplevel
+  return TabletopSuite(long.spec(), render=False)
+
+
+def test_long_suite_matches_libero(long_blind):
+  env = long_blind
+  assert env.instructions == LONG_INSTRUCTIONS
+  assert env.max_episode_steps == 520 and env.num_tasks == 10
+  assert env.num_contact_pairs <= 64
+  # two-stage tasks, except the book (one placement)
+  assert np.asarray(env.num_stages).tolist() == [2, 2, 2, 2, 2, 1, 2, 2, 2, 2]
+  s = jax.jit(jax.vmap(env.reset_eval))(jnp.arange(10), jnp.zeros(10, jnp.int32))
+  assert not np.asarray(s.info["stages"]).all(1).any()  # nothing is done at reset
+
+
+def test_expert_solves_long_quick(long_blind):
+  """Two scenes: a knob then a pot on a burner; a two-item basket."""
+  succ = _expert_rollout(long_blind, np.array([2, 0]), np.array([0, 0]))
+  assert succ.tolist() == [1.0, 1.0]
+
+
+@pytest.mark.ci_full
+def test_expert_solves_long_tasks(long_blind):
+  """All ten LIBERO-10 tasks x 2 states. The experts are not yet at the 95%
+  target on every task (16/20 here at the first commit); this guards the level."""
+  succ = _all_tasks(long_blind, 2)
+  assert succ.mean() >= 0.75, succ.mean(1)
