@@ -175,7 +175,7 @@ def test_expert_solves_long_quick(long_blind):
   assert succ.tolist() == [1.0, 1.0]
 
 
-@pytest.mark.ci_full
+@pytest.mark.slow  # libero_10 is not registered yet; keep CI's 20-minute budget for what is
 def test_expert_solves_long_tasks(long_blind):
   """All ten LIBERO-10 tasks x 2 states. The experts are not yet at the 95%
   target on every task (16/20 here at the first commit); this guards the level."""
