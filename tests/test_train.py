@@ -11,7 +11,7 @@ import pytest
 import envs
 from configs import libero as libero_config
 from opd_jax import actions as act
-from opd_jax import checkpoint, models, teachers, train
+from opd_jax import checkpoint, models, parallel, teachers, train
 from opd_jax.logging import read_jsonl
 from opd_jax.policy import Policy
 
@@ -152,15 +152,21 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
 
 
 def test_nonfinite_loss_skips_update_and_counts(tmp_path):
-  su = train.setup(small_config(tmp_path))
+  config = small_config(tmp_path)
+  su = train.setup(config)   # cached: the iteration compiled for the resume test is reused
+  rep = parallel.replicated(su["mesh"])
   params = jax.tree.map(jnp.copy, su["params"])
-  ts = train.TrainState(jnp.int32(0), params, su["tx"].init(params), jnp.int32(0))
-  ts, m = su["iteration"](ts, {"sigma": jnp.float32(0.0)})   # teacher log-probs become NaN
-  assert int(ts.nonfinite_updates) == 1 and float(m["train/nonfinite_updates"]) == 1.0
+  ts = jax.device_put(train.TrainState(jnp.int32(0), params, su["tx"].init(params), jnp.int32(0)), rep)
+  steps = config.optim.epochs * config.optim.minibatches
+  nan_teacher = jax.device_put({"sigma": jnp.float32(0.0)}, rep)   # teacher log-probs become NaN
+  ts, m = su["iteration"](ts, nan_teacher)
+  assert int(ts.nonfinite_updates) == steps and float(m["train/nonfinite_updates"]) == steps
   _params_close(ts.params, su["params"], 0.0)
-  ts, m = su["iteration"](ts, su["teacher"].params)          # and training goes on
-  assert int(ts.nonfinite_updates) == 1 and int(ts.step) == 2
+  ts, m = su["iteration"](ts, jax.device_put(su["teacher"].params, rep))   # and training goes on
+  assert int(ts.nonfinite_updates) == steps and int(ts.step) == 2
   assert np.isfinite(float(m["train/loss"]))
+  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(ts.params), jax.tree.leaves(su["params"]))) > 0
 
 
 _DEVICES_SCRIPT = r"""
