@@ -173,31 +173,27 @@ _DEVICES_SCRIPT = r"""
 import os, sys
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 sys.path.insert(0, sys.argv[1])
-import jax, jax.numpy as jnp
-from tests.test_train import small_config
+import jax
+from tests.test_train import devices_config
 from opd_jax import train
 assert jax.device_count() == 8
-common = {"iterations": 1, "checkpoint.every": 10, "optim.optimizer": "sgd", "optim.lr": 0.05,
-          "optim.warmup": 0}
-one = train.run(small_config(sys.argv[2] + "/one", **common, **{"mesh.data": 1, "rollout.prompts": 8}), progress=False)
-eight = train.run(small_config(sys.argv[2] + "/eight", **common, **{"mesh.data": 8, "rollout.prompts": 1}), progress=False)
-import numpy as np
-init = train.setup(small_config(sys.argv[2] + "/x", **common, **{"mesh.data": 1, "rollout.prompts": 8}))["params"]
-def flat(t, stems):
-  return np.concatenate([np.asarray(x).ravel() for p, x in jax.tree_util.tree_leaves_with_path(t)
-                         if ("stems" in jax.tree_util.keystr(p)) == stems])
-for stems in (False, True):
-  d1, d8 = flat(one.params, stems) - flat(init, stems), flat(eight.params, stems) - flat(init, stems)
-  print("STEMS" if stems else "REST", np.linalg.norm(d8 - d1) / np.linalg.norm(d1), np.linalg.norm(d1))
+train.run(devices_config(sys.argv[2], 8), progress=False)
 """
+
+
+def devices_config(workdir, n):
+  """8 worlds in all, on ``n`` devices; one SGD iteration, checkpointed at its end."""
+  return small_config(workdir, iterations=1, **{
+      "checkpoint.every": 10, "optim.optimizer": "sgd", "optim.lr": 0.05, "optim.warmup": 0,
+      "mesh.data": n, "rollout.prompts": 8 // n})
 
 
 @pytest.mark.ci_full
 def test_eight_devices_match_one_device(tmp_path):
-  """Same global batch (8 worlds) on 1 device and sharded over 8 host devices: one
-  iteration (rollout + 4 gradient steps) gives the same metrics and moves the transformer,
-  head and embeddings the same way to float tolerance (relative norm of the update difference
-  < 1e-3); see below for the image stems.
+  """Same global batch (8 worlds) on 1 device (this process) and sharded over 8 host devices (a
+  subprocess, running at the same time): one iteration (rollout + 4 gradient steps) gives the
+  same metrics and moves the transformer, head and embeddings the same way to float tolerance
+  (relative norm of the update difference < 1e-3); see below for the image stems.
 
   With SGD: Adam divides each gradient by its own magnitude, so a parameter whose true gradient
   is ~0 moves by +-lr on float noise alone (measured: 2.7e-4 after one Adam iteration, with
@@ -207,23 +203,32 @@ def test_eight_devices_match_one_device(tmp_path):
   1e-7 difference in logits can flip a sampled token, after which physics diverges (measured:
   metrics of iteration 1 agree to ~1e-6 relative, parameters after 2 iterations differ by 1e-3).
   """
-  out = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT, REPO, str(tmp_path)],
-                       capture_output=True, text=True, timeout=1500, cwd=REPO)
-  assert out.returncode == 0, out.stderr[-3000:]
-  rest_rel, rest_moved = (float(x) for x in out.stdout.split("REST")[-1].split()[:2])
-  stem_rel, _ = (float(x) for x in out.stdout.split("STEMS")[-1].split()[:2])
-  assert rest_moved > 1e-2          # the iteration changed the parameters
-  assert rest_rel < 1e-3, rest_rel
+  proc = subprocess.Popen([sys.executable, "-c", _DEVICES_SCRIPT, REPO, str(tmp_path / "eight")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+  one = train.run(devices_config(tmp_path / "one", 1), progress=False)
+  _, err = proc.communicate(timeout=1500)
+  assert proc.returncode == 0, err[-3000:]
+  # The 8-device checkpoint restores in this 1-device process (a pod-trained teacher on a laptop).
+  _, eight, _, _, meta = checkpoint.load_policy(str(tmp_path / "eight"))
+  assert meta["config"]["mesh"]["data"] == 8
+  init = train.setup(devices_config(tmp_path / "x", 1))["params"]
+
+  def update(t, stems):
+    return np.concatenate([np.asarray(x).ravel() - np.asarray(x0).ravel()
+                           for (p, x), x0 in zip(jax.tree_util.tree_leaves_with_path(t),
+                                                 jax.tree.leaves(init))
+                           if ("stems" in jax.tree_util.keystr(p)) == stems])
+
+  d1, d8 = update(one.params, False), update(eight, False)
+  assert np.linalg.norm(d1) > 1e-2          # the iteration changed the parameters
+  assert np.linalg.norm(d8 - d1) / np.linalg.norm(d1) < 1e-3
   # The camera stems' kernel gradients are small sums over pixels; a silhouette pixel that the
-  # (float32, batch-shape-dependent) physics moves by a hair flips them (measured 2-100% per
-  # kernel, while loss, KL and gradient norm agree to 5e-6). Bound, not equality:
-  assert stem_rel < 2.0, stem_rel
-  one = read_jsonl(str(tmp_path / "one" / "metrics.jsonl"))[-1]
-  eight = read_jsonl(str(tmp_path / "eight" / "metrics.jsonl"))[-1]
-  assert eight["rollout/control_steps"] == one["rollout/control_steps"] > 0
-  for k in ("train/loss", "train/reverse_kl", "rollout/dense_reward"):
-    assert abs(one[k] - eight[k]) <= 1e-4 * (1 + abs(one[k])), (k, one[k], eight[k])
-  # A checkpoint written on 8 devices loads in this 1-device process (a pod-trained teacher on
-  # a laptop).
-  _, params, _, _, meta = checkpoint.load_policy(str(tmp_path / "eight"))
-  assert meta["config"]["mesh"]["data"] == 8 and len(jax.tree.leaves(params)) > 0
+  # (float32, batch-shape-dependent) physics moves by a hair flips them (measured: their updates
+  # differ by 58% while loss, KL and gradient norm agree to 5e-6). Bound, not equality:
+  s1, s8 = update(one.params, True), update(eight, True)
+  assert np.linalg.norm(s8 - s1) / np.linalg.norm(s1) < 2.0
+  m1 = read_jsonl(str(tmp_path / "one" / "metrics.jsonl"))[-1]
+  m8 = read_jsonl(str(tmp_path / "eight" / "metrics.jsonl"))[-1]
+  assert m8["rollout/control_steps"] == m1["rollout/control_steps"] > 0
+  for k in ("train/loss", "train/reverse_kl", "train/entropy", "rollout/dense_reward"):
+    assert abs(m1[k] - m8[k]) <= 1e-4 * (1 + abs(m1[k])), (k, m1[k], m8[k])
