@@ -49,7 +49,6 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
   env: a batched suite with ``step_chunk`` (envs.core.BatchEnv, no auto-reset:
     an iteration is a batch of episodes). temperature 0 decodes greedily.
   """
-  k = student.cfg.chunk
   if history is None:
     history = max(student.cfg.history, getattr(teacher, "history", 1))
   hist = init_history(state.obs, history)

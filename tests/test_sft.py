@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import libero
-from opd_jax import checkpoint, collect, data, models, sft
+from opd_jax import checkpoint, collect, data, sft
 from opd_jax.policy import Policy
 
 SIZE = 16
