@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint==0.12.8",
     "chex==0.1.92",
     "ml_collections>=1.0",
+    "absl-py>=1.0",
     "numpy>=1.26",
     "h5py>=3.10",
     "imageio>=2.30",
