@@ -93,13 +93,8 @@ class AutoReset:
     return self.env.reset(keys, task_ids)
 
   def step(self, state: State, actions: jax.Array) -> State:
-    return self._reset_done(self.env.step(state, actions))
+    nxt = self.env.step(state, actions)
 
-  def step_chunk(self, state: State, actions: jax.Array) -> tuple[State, jax.Array]:
-    nxt, executed = self.env.step_chunk(state, actions)
-    return self._reset_done(nxt), executed
-
-  def _reset_done(self, nxt: State) -> State:
     def do_reset(nxt: State) -> State:
       keys = jax.vmap(lambda k: jax.random.split(k)[0])(nxt.info["rng"])
       fresh = self.env.reset(keys)

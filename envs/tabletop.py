@@ -326,21 +326,24 @@ class TabletopSuite:
 
     The chunk stops at the end of the episode: steps after ``done`` leave the
     world as it was. Returns the state after the chunk (its ``reward``/``done``
-    summarise the chunk: done if the episode ended inside it) and
-    ``executed [K]`` (1.0 for steps taken before the episode ended), with which
-    the trainer masks the tokens of steps that never ran.
+    summarise the chunk: done if the episode ended inside it; its ``metrics``
+    are sums over the steps that ran) and ``executed [K]`` (1.0 for steps taken
+    before the episode ended), with which the trainer masks the tokens of steps
+    that never ran.
     """
     def body(carry, a):
-      s, ended = carry
+      s, ended, sums = carry
       nxt = self.step(s, a, render=False)
+      run = 1.0 - ended.astype(jnp.float32)
+      sums = {n: sums[n] + run * v for n, v in nxt.metrics.items()}
       s = jax.tree.map(lambda new, old: jnp.where(ended, old, new), nxt, s)
-      executed = 1.0 - ended.astype(jnp.float32)
-      return (s, ended | (nxt.done > 0)), executed
+      return (s, ended | (nxt.done > 0), sums), run
 
     start = state.replace(done=jnp.zeros_like(state.done))
-    (s, _), executed = jax.lax.scan(body, (start, jnp.asarray(False)), actions)
+    zeros = {n: jnp.zeros_like(v) for n, v in state.metrics.items()}
+    (s, _, sums), executed = jax.lax.scan(body, (start, jnp.asarray(False), zeros), actions)
     obs = {**s.obs, **self.observe(s.data, s.info["task_id"])}
-    return s.replace(obs=obs), executed
+    return s.replace(obs=obs, metrics=sums), executed
 
   def expert_action(self, state: State) -> jax.Array:
     """The scripted feedback expert's action [7] for this world's state."""

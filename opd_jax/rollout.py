@@ -33,7 +33,7 @@ class Rollout:
   finished: jax.Array   # [B] 1 if the episode ended (success, time limit or blow-up)
   length: jax.Array     # [B] control steps executed
   task_id: jax.Array    # [B]
-  env_metrics: dict     # per-world sums over executed steps of the suite's metrics
+  env_metrics: dict     # per-world sums of the suite's metrics over executed control steps
 
   def batch(self) -> dict:
     """The objectives' inputs (see opd_jax.objectives)."""

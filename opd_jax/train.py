@@ -152,12 +152,12 @@ def make_iteration(config, benv, student: Policy, teacher, tx, mesh, num_steps: 
       params, opt_state, bad = carry
       mb = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, (i % mbs) * t_mb, t_mb, 0), batch)
       (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
-      finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
-          [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+      grad_norm = optax.tree.norm(grads)   # inf/NaN when any gradient entry is
+      finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
       updates, new_opt = tx.update(grads, opt_state, params)
       new_params = optax.apply_updates(params, updates)
       keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-      m = dict(m, loss=loss, grad_norm=optax.tree.norm(grads))
+      m = dict(m, loss=loss, grad_norm=grad_norm)
       return (keep(new_params, params), keep(new_opt, opt_state),
               bad + (1 - finite.astype(jnp.int32))), m
 
@@ -236,9 +236,10 @@ def run(config, *, progress: bool = True) -> TrainState:
           f"{workdir}/checkpoints/{start} holds a different model ({old_meta.get('model')}) than "
           f"the config asks for; use another config.workdir")
     bad = int(old_meta.get("nonfinite_updates", 0))
+    env_steps = float(old_meta.get("env_steps_total", 0.0))
     print(f"resuming from {workdir}/checkpoints/{start}")
   else:
-    opt_state, bad, start = tx.init(params), 0, 0
+    opt_state, bad, start, env_steps = tx.init(params), 0, 0, 0.0
   ts = TrainState(jnp.int32(start), params, opt_state, jnp.int32(bad))
   ts = jax.device_put(jax.tree.map(jnp.copy, ts), rep)  # a copy: the iteration donates it
   t_params = jax.device_put(teacher.params, rep) if teacher.params is not None else None
@@ -257,8 +258,8 @@ def run(config, *, progress: bool = True) -> TrainState:
         f"{config.teacher.kind}; objective {config.objective}; {mesh.devices.size} device(s)")
 
   def save(step):
-    checkpoint.save(mgr, step, ts.params, dict(meta, nonfinite_updates=int(ts.nonfinite_updates)),
-                    ts.opt_state)
+    meta_now = dict(meta, nonfinite_updates=int(ts.nonfinite_updates), env_steps_total=env_steps)
+    checkpoint.save(mgr, step, ts.params, meta_now, ts.opt_state)
 
   def do_eval(step):
     res = evaluator(ts.params, videos=config.eval.videos)
@@ -273,16 +274,15 @@ def run(config, *, progress: bool = True) -> TrainState:
   if progress:
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     bar = tqdm(total=config.iterations, initial=start, desc="opd", dynamic_ncols=True)
-  total_steps = 0.0
   last_bad = int(ts.nonfinite_updates)
   for step in range(start, config.iterations):
     t0 = time.time()
     ts, m = iteration(ts, t_params)
     m = jax.device_get(m)
     dt = time.time() - t0
-    total_steps += float(m["rollout/control_steps"])
+    env_steps += float(m["rollout/control_steps"])
     m["rollout/env_steps_per_s"] = float(m["rollout/control_steps"]) / dt
-    m["rollout/env_steps_total"] = float(m["rollout/control_steps"]) * (step + 1)
+    m["rollout/env_steps_total"] = env_steps   # counted, and carried across resumes
     m["time/iteration_s"] = dt
     if (step + 1) % config.log_every == 0 or step == start:
       writer.write(step + 1, m)

@@ -165,10 +165,13 @@ def test_step_chunk_matches_single_steps_and_stops_at_done(spatial):
   acts = jax.random.uniform(jax.random.PRNGKey(4), (2, 3, 7), minval=-1, maxval=1)
   chunk, executed = jax.jit(env.step_chunk)(s0, acts)
   step = jax.jit(env.step)
-  s = s0
+  s, dense = s0, 0.0
   for k in range(3):
     s = step(s, acts[:, k])
+    dense = dense + s.metrics["dense_reward"]
   np.testing.assert_allclose(chunk.data.qpos, s.data.qpos, atol=1e-5)
+  # The chunk's metrics are sums over its steps.
+  np.testing.assert_allclose(chunk.metrics["dense_reward"], dense, rtol=1e-4, atol=1e-6)
   np.testing.assert_array_equal(chunk.obs["agentview"], s.obs["agentview"])
   assert executed.tolist() == [[1, 1, 1], [1, 1, 1]]
   # A world one step from its time limit executes one step of the chunk and stops there.

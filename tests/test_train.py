@@ -142,6 +142,10 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
   assert moved > 0  # training changed the parameters
   rows = read_jsonl(str(tmp_path / "full" / "metrics.jsonl"))
   assert [r["step"] for r in rows] == [1, 2]
+  # The environment-step count is counted, not extrapolated, and survives the resume.
+  resumed_rows = read_jsonl(str(tmp_path / "resumed" / "metrics.jsonl"))
+  assert rows[-1]["rollout/env_steps_total"] == resumed_rows[-1]["rollout/env_steps_total"] == sum(
+      r["rollout/control_steps"] for r in rows)
   for key in ("train/entropy", "train/reverse_kl", "train/teacher_agreement", "rollout/success",
               "rollout/episode_length", "rollout/env_steps_per_s"):
     assert np.isfinite(rows[-1][key]), key
