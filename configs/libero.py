@@ -24,7 +24,8 @@ def model_config(size: str = "nano") -> ml_collections.ConfigDict:
   """Fields of opd_jax.models.ModelConfig (None = from size)."""
   return ml_collections.ConfigDict(dict(
       size=size, num_layers=-1, width=-1, num_heads=-1, mlp_dim=-1,
-      chunk=8, history=1, num_readouts=1, text_len=32, vocab_size=4096, dropout=0.0))
+      chunk=8, history=1, num_readouts=1, text_len=32, vocab_size=4096, dropout=0.0,
+      proprio_encoding="pose_rotvec"))
 
 
 def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
@@ -86,11 +87,12 @@ def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
     # shift: random-shift augmentation in pixels (DrQ; matters most with few demos).
     c.sft = dict(steps=2000, batch=64, shift=4)
     c.optim.lr, c.optim.warmup, c.optim.weight_decay = 3e-4, 100, 0.01
+    c.optim.schedule, c.optim.final_lr_frac = "cosine", 0.1
     c.log_every = 50
     c.eval.every = 500
     c.eval.episodes_per_task = 10
     c.checkpoint.every = 500
     if "runlocal" in variants:
-      c.sft.steps, c.sft.batch, c.log_every = 4, 8, 1
+      c.sft.steps, c.sft.batch, c.log_every, c.optim.warmup = 4, 8, 1, 1
       c.eval.every, c.eval.episodes_per_task, c.checkpoint.every = 4, 1, 2
   return c

@@ -216,7 +216,7 @@ def run(config, *, progress: bool = True) -> TrainState:
   policy = Policy.build(graphdef, cfg, stats, env.instructions)
   mesh = parallel.make_mesh(config.mesh.data)
   rep = parallel.replicated(mesh)
-  tx = make_optimizer(config.optim)
+  tx = make_optimizer(config.optim, total_steps=config.sft.steps)
   workdir = config.workdir
   os.makedirs(workdir, exist_ok=True)
   data.write_stats(os.path.join(workdir, "action_stats.json"), stats)

@@ -100,11 +100,25 @@ def make_student(config, env):
   return Policy.build(graphdef, cfg, identity_stats(env.action_size), env.instructions), params, "init"
 
 
-def make_optimizer(o) -> optax.GradientTransformation:
-  """``o.optimizer``: "adamw" (default) or "sgd"; linear warm-up, global-norm clipping."""
-  sched = optax.join_schedules(
-      [optax.linear_schedule(0.0, o.lr, max(o.warmup, 1)), optax.constant_schedule(o.lr)],
-      [max(o.warmup, 1)])
+def make_optimizer(o, total_steps: int | None = None) -> optax.GradientTransformation:
+  """``o.optimizer``: "adamw" (default) or "sgd"; linear warm-up, global-norm clipping.
+
+  ``o.schedule``: "constant" after the warm-up (default), or "cosine": decays to
+  ``o.final_lr_frac`` x lr at ``total_steps``.
+  """
+  warm = max(o.warmup, 1)
+  kind = o.get("schedule", "constant")
+  if kind == "constant":
+    after = optax.constant_schedule(o.lr)
+  elif kind == "cosine":
+    if not total_steps or total_steps <= warm:
+      raise ValueError(f"config.optim.schedule='cosine' needs more steps ({total_steps}) than "
+                       f"optim.warmup ({o.warmup})")
+    after = optax.cosine_decay_schedule(o.lr, total_steps - warm,
+                                        alpha=o.get("final_lr_frac", 0.1))
+  else:
+    raise ValueError(f"config.optim.schedule must be 'constant' or 'cosine', got {kind!r}")
+  sched = optax.join_schedules([optax.linear_schedule(0.0, o.lr, warm), after], [warm])
   name = o.get("optimizer", "adamw")
   if name == "adamw":
     opt = optax.adamw(sched, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)

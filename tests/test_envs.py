@@ -99,6 +99,17 @@ def test_diverged_world_is_reset_and_counted_alone(spatial_blind, blind_fns):
   np.testing.assert_allclose(np.asarray(nxt.data.qpos[1]), np.asarray(alone.data.qpos), atol=1e-6)
 
 
+def test_world_flung_out_of_the_room_counts_as_blown_up(spatial_blind, blind_fns):
+  """Finite but absurd coordinates (a body 40 m away) end the episode like NaNs do."""
+  reset, _, step = blind_fns
+  s = reset(jax.random.PRNGKey(0), 3)
+  adr = int(spatial_blind.obj_qadr[0])
+  nxt = step(s.replace(data=s.data.replace(qpos=s.data.qpos.at[adr].set(40.0))), jnp.zeros(7))
+  assert float(nxt.metrics["nonfinite_physics"]) == 1.0 and float(nxt.done) == 1.0
+  ok = step(s, jnp.zeros(7))
+  assert float(ok.metrics["nonfinite_physics"]) == 0.0 and float(ok.done) == 0.0
+
+
 def test_end_effector_control_follows_command(blind_fns):
   reset, _, step = blind_fns
   s = reset(jax.random.PRNGKey(0), 2)
@@ -158,13 +169,13 @@ def test_mjx_matches_c_engine(spatial_blind, blind_fns):
   assert np.abs(d.qpos[:7] - np.asarray(control.HOME_QPOS)).max() > 0.05
 
 
-def test_step_chunk_matches_single_steps_and_stops_at_done(spatial):
-  env = BatchEnv(spatial)
+def test_step_chunk_matches_single_steps_and_stops_at_done(spatial, batch_fns):
+  env, reset, step = batch_fns
   keys = jax.random.split(jax.random.PRNGKey(3), 2)
-  s0 = jax.jit(env.reset)(keys, jnp.array([1, 5]))
+  s0 = reset(keys, jnp.array([1, 5]))
   acts = jax.random.uniform(jax.random.PRNGKey(4), (2, 3, 7), minval=-1, maxval=1)
-  chunk, executed = jax.jit(env.step_chunk)(s0, acts)
-  step = jax.jit(env.step)
+  step_chunk = jax.jit(env.step_chunk)
+  chunk, executed = step_chunk(s0, acts)
   s, dense = s0, 0.0
   for k in range(3):
     s = step(s, acts[:, k])
@@ -176,7 +187,7 @@ def test_step_chunk_matches_single_steps_and_stops_at_done(spatial):
   assert executed.tolist() == [[1, 1, 1], [1, 1, 1]]
   # A world one step from its time limit executes one step of the chunk and stops there.
   last = s0.replace(info=dict(s0.info, step=jnp.array([spatial.max_episode_steps - 1, 0])))
-  chunk, executed = jax.jit(env.step_chunk)(last, acts)
+  chunk, executed = step_chunk(last, acts)
   assert executed.tolist() == [[1, 0, 0], [1, 1, 1]]
   assert chunk.done.tolist() == [1.0, 0.0]
   one = step(last, acts[:, 0])

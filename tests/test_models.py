@@ -332,3 +332,26 @@ def test_tokenizer_same_ids_in_another_process():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
   assert out.stdout.strip() == str(tokenize(["put the bowl on the plate"])[0][0].tolist())
+
+
+def test_pose_rotvec_features_are_continuous_across_the_pi_flip():
+  from opd_jax.models.octo import proprio_features, rotvec_to_matrix
+  from scipy.spatial.transform import Rotation
+  rng = np.random.default_rng(0)
+  r = rng.normal(size=(16, 3)) * 1.5
+  r[0] = 0.0
+  r[1] = [1e-6, 0, 0]
+  np.testing.assert_allclose(np.asarray(rotvec_to_matrix(jnp.asarray(r, jnp.float32))),
+                             Rotation.from_rotvec(r).as_matrix(), atol=1e-5)
+  # The gripper pointing down: axis-angle (+pi - e, 0, 0) and (-(pi - e'), 0, 0) are nearly the
+  # same rotation; the raw vectors are 2 pi apart, the features are not.
+  e = 1e-3
+  p = np.array([[0.5, 0.0, 0.2, np.pi - e, 0, 0, 0.04, 0.04],
+                [0.5, 0.0, 0.2, -(np.pi - e), 0, 0, 0.04, 0.04]], np.float32)
+  f = np.asarray(proprio_features(jnp.asarray(p), "pose_rotvec"))
+  assert f.shape == (2, 11)
+  assert np.abs(f[0] - f[1]).max() < 5e-3
+  np.testing.assert_array_equal(f[:, :3], p[:, :3])
+  np.testing.assert_array_equal(f[:, -2:], p[:, -2:])
+  with pytest.raises(ValueError, match="proprio_encoding"):
+    models.ModelConfig(size="nano", proprio_encoding="quaternion")

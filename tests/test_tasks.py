@@ -79,12 +79,6 @@ def _expert_rollout(env, task_ids, indices, random_prefix=None):
                         jax.random.PRNGKey(0)))
 
 
-def test_expert_solves_spatial_quick(spatial_blind):
-  """Quick subset: three spatial tasks from their first evaluation state."""
-  succ = _expert_rollout(spatial_blind, np.array([0, 4, 9]), np.array([0, 0, 0]))
-  assert succ.tolist() == [1.0, 1.0, 1.0]
-
-
 @pytest.mark.ci_full
 def test_expert_solves_every_spatial_task(spatial_blind):
   """Every task, several evaluation states each (the full 50 run in benchmarks/experts.py)."""

@@ -16,6 +16,7 @@ SIZES = {
 OCTO_STEM = (32, 96, 192, 384)
 STEMS = {"nano": (8, 16, 32, 64)}
 RESERVED_OBS_KEYS = ("proprio", "timestep_pad_mask")
+PROPRIO_ENCODINGS = ("raw", "pose_rotvec")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +46,12 @@ class ModelConfig:
   gaussian_head: bool = False
   dropout: float = 0.0
   conv_channels: tuple[int, ...] | None = None
+  # How the proprio vector is featurised before its projection: "raw" as given, or
+  # "pose_rotvec" for [position(3), axis-angle(3), rest...] (the suites' ee_states ++
+  # gripper_states): the axis-angle becomes the first two columns of its rotation matrix,
+  # which is continuous where the axis-angle jumps between +pi and -pi (a gripper pointing
+  # straight down sits right on that jump).
+  proprio_encoding: str = "raw"
 
   def __post_init__(self):
     if self.size not in (*SIZES, "custom"):
@@ -74,6 +81,12 @@ class ModelConfig:
     if self.width % self.num_heads:
       raise ValueError(f"model.width ({self.width}) must be divisible by model.num_heads "
                        f"({self.num_heads})")
+    if self.proprio_encoding not in PROPRIO_ENCODINGS:
+      raise ValueError(f"model.proprio_encoding must be one of {PROPRIO_ENCODINGS}; "
+                       f"got {self.proprio_encoding!r}")
+    if self.proprio_encoding == "pose_rotvec" and self.proprio_dim < 6:
+      raise ValueError(f"model.proprio_encoding='pose_rotvec' needs proprio_dim >= 6; "
+                       f"got {self.proprio_dim}")
     if self.history not in (1, 2):
       raise ValueError(f"model.history must be 1 or 2; got {self.history!r}")
     if self.vocab_size < 2:

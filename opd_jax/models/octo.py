@@ -72,6 +72,37 @@ def full_mask(rule_mask, key_valid):
   return jnp.asarray(rule_mask)[None] & keys
 
 
+def rotvec_to_matrix(r):
+  """Axis-angle [..., 3] -> rotation matrix [..., 3, 3] (Rodrigues; exact at zero angle)."""
+  theta2 = jnp.sum(r * r, axis=-1)[..., None, None]
+  small = theta2 < 1e-8
+  theta = jnp.sqrt(jnp.where(small, 1.0, theta2))
+  # sin(t)/t and (1 - cos(t))/t^2, with their Taylor values near zero.
+  a = jnp.where(small, 1.0 - theta2 / 6.0, jnp.sin(theta) / theta)
+  b = jnp.where(small, 0.5 - theta2 / 24.0, (1.0 - jnp.cos(theta)) / (theta * theta))
+  x, y, z = r[..., 0], r[..., 1], r[..., 2]
+  zero = jnp.zeros_like(x)
+  k = jnp.stack([jnp.stack([zero, -z, y], -1), jnp.stack([z, zero, -x], -1),
+                 jnp.stack([-y, x, zero], -1)], -2)
+  return jnp.eye(3, dtype=r.dtype) + a * k + b * (k @ k)
+
+
+def proprio_features(proprio, encoding: str):
+  """Featurises proprio [..., P] as `ModelConfig.proprio_encoding` says -> [..., F]."""
+  proprio = proprio.astype(jnp.float32)
+  if encoding == "raw":
+    return proprio
+  if encoding == "pose_rotvec":
+    rot = rotvec_to_matrix(proprio[..., 3:6])[..., :, :2]
+    return jnp.concatenate([proprio[..., :3], rot.reshape(*rot.shape[:-2], 6),
+                            proprio[..., 6:]], axis=-1)
+  raise ValueError(f"unknown proprio encoding {encoding!r}")
+
+
+def proprio_feature_dim(cfg: ModelConfig) -> int:
+  return cfg.proprio_dim + (3 if cfg.proprio_encoding == "pose_rotvec" else 0)
+
+
 def _pos(rngs: nnx.Rngs, *shape):
   return nnx.Param(0.02 * jax.random.normal(rngs.params(), shape, jnp.float32))
 
@@ -89,7 +120,7 @@ class OctoPolicy(nnx.Module):
     self.task_pos = _pos(rngs, cfg.text_len, w)
     self.camera_proj = nnx.Dict({c: nnx.Linear(w, w, rngs=rngs) for c in cfg.cameras})
     self.camera_pos = nnx.Dict({c: _pos(rngs, t, n, w) for c in cfg.cameras})
-    self.proprio_proj = nnx.Linear(cfg.proprio_dim, w, rngs=rngs)
+    self.proprio_proj = nnx.Linear(proprio_feature_dim(cfg), w, rngs=rngs)
     self.proprio_pos = _pos(rngs, t, 1, w)
     self.readout_pos = _pos(rngs, t, cfg.num_readouts, w)  # readouts are zeros + position
     self.blocks = nnx.List([Block(w, cfg.num_heads, cfg.mlp_dim, cfg.dropout, rngs=rngs)
@@ -141,7 +172,7 @@ class OctoPolicy(nnx.Module):
       img = obs[c].reshape(b * t, *obs[c].shape[2:])
       tok = self.stems[c](img).reshape(b, t, cfg.patches_per_camera, cfg.width)
       groups.append(self.camera_proj[c](tok) + self.camera_pos[c][...])
-    prop = obs["proprio"].astype(jnp.float32)[:, :, None, :]
+    prop = proprio_features(obs["proprio"], cfg.proprio_encoding)[:, :, None, :]
     groups.append(self.proprio_proj(prop) + self.proprio_pos[...])
     groups.append(jnp.broadcast_to(self.readout_pos[...], (b, t, cfg.num_readouts, cfg.width)))
     steps = jnp.concatenate(groups, axis=2)  # [B, T, No + R, W]
