@@ -96,7 +96,11 @@ class TabletopSuite:
   control_dt = 0.05
 
   def __init__(self, spec: SuiteSpec, image_size: int = 64, render: bool = True,
-               substeps: int = 5, eval_seed: int = 0, max_episode_steps: int | None = None):
+               substeps: int = 5, eval_seed: int = 0, max_episode_steps: int | None = None,
+               depth: bool = False, segmentation: bool = False):
+    """``depth`` / ``segmentation``: also observe ``{camera}_depth`` (float32 [H, W], metres
+    along the ray, 1e4 where nothing is hit) and ``{camera}_segmentation`` (int32 [H, W], MuJoCo
+    geom id, -1 where nothing is hit) for both cameras."""
     if image_size < 8:
       raise ValueError(f"image_size must be >= 8, got {image_size}")
     if substeps < 1:
@@ -105,6 +109,10 @@ class TabletopSuite:
     self.name = spec.name
     self.image_size = image_size
     self.render_images = render
+    self.render_depth = bool(depth)
+    self.render_segmentation = bool(segmentation)
+    if (depth or segmentation) and not render:
+      raise ValueError("depth / segmentation need render=True")
     self.substeps = substeps
     self.eval_seed = eval_seed
     self.max_episode_steps = max_episode_steps or spec.max_episode_steps
@@ -119,6 +127,7 @@ class TabletopSuite:
     self._index()
     self._tables()
     self.cameras = ("agentview", "wrist")
+    self._camera_ids = {c: self.mj_model.camera(c).id for c in self.cameras}
     if render:
       from envs import render as render_lib  # pylint: disable=import-outside-toplevel
       self._render_lib = render_lib
@@ -258,10 +267,15 @@ class TabletopSuite:
     if self.render_images and render:
       size = self.image_size
       r = self._render_lib
-      obs["agentview"] = r.render_camera(self.render_model, d, self.mj_model.camera("agentview").id,
-                                         height=size, width=size)["rgb"]
-      obs["wrist"] = r.render_camera(self.render_model, d, self.mj_model.camera("wrist").id,
-                                     height=size, width=size)["rgb"]
+      for cam in self.cameras:
+        out = r.render_camera(self.render_model, d, self._camera_ids[cam], height=size,
+                              width=size, depth=self.render_depth,
+                              segmentation=self.render_segmentation)
+        obs[cam] = out["rgb"]
+        if self.render_depth:
+          obs[f"{cam}_depth"] = out["depth"]
+        if self.render_segmentation:
+          obs[f"{cam}_segmentation"] = out["segmentation"].astype(jnp.int32)
     return obs
 
   # --------------------------------------------------------------- env API

@@ -316,3 +316,32 @@ def test_no_light_and_shadows_off(model):
   expect = 255 * (np.asarray(rm0.ambient) + np.asarray(rm0.headlight_diffuse))
   np.testing.assert_allclose(centre, expect * [1, 0, 0], atol=4)
   assert not R.render_model(model, shadows=False).shadows
+
+
+def test_suite_observes_depth_and_segmentation_on_request():
+  import envs  # pylint: disable=import-outside-toplevel
+  from mujoco import mjx  # pylint: disable=import-outside-toplevel
+  env = envs.make("libero_spatial", image_size=16, depth=True, segmentation=True)
+  d = mujoco.MjData(env.mj_model)
+  mujoco.mj_forward(env.mj_model, d)
+  obs = jax.jit(env.observe)(mjx.put_data(env.mj_model, d), jnp.int32(0))
+  table = [i for i in range(env.mj_model.ngeom)
+           if env.mj_model.body(env.mj_model.geom_bodyid[i]).name == "table"]
+  assert table
+  for cam in ("agentview", "wrist"):
+    rgb, depth, seg = obs[cam], obs[f"{cam}_depth"], obs[f"{cam}_segmentation"]
+    assert rgb.shape == (16, 16, 3) and rgb.dtype == jnp.uint8
+    assert depth.shape == (16, 16) and depth.dtype == jnp.float32
+    assert seg.shape == (16, 16) and seg.dtype == jnp.int32
+    seg, depth = np.asarray(seg), np.asarray(depth)
+    hit = seg >= 0
+    assert hit.mean() > 0.5   # the table fills most of both views
+    assert np.all((depth[hit] > 0.0) & (depth[hit] < 5.0))
+    assert np.all(seg < env.mj_model.ngeom)
+    if cam == "agentview":
+      assert np.isin(seg, table).mean() > 0.3
+  plain = envs.make("libero_spatial", image_size=16)
+  assert set(jax.eval_shape(plain.observe, mjx.put_data(plain.mj_model, d), jnp.int32(0))) == {
+      "proprio", "task_id", "agentview", "wrist"}
+  with pytest.raises(ValueError, match="render"):
+    envs.make("libero_spatial", render=False, depth=True)
