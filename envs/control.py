@@ -67,16 +67,29 @@ def joint_targets(m: mjx.Model, d: mjx.Data, action: jax.Array, tcp_site: int,
 
 
 def rotvec(mat: jax.Array) -> jax.Array:
-  """Axis-angle vector [3] of a rotation matrix [3, 3], angle in [0, pi]."""
-  cos = jnp.clip((jnp.trace(mat) - 1.0) / 2.0, -1.0, 1.0)
-  angle = jnp.arccos(cos)
-  v = jnp.stack([mat[2, 1] - mat[1, 2], mat[0, 2] - mat[2, 0], mat[1, 0] - mat[0, 1]])
-  sin = jnp.sin(angle)
-  small = v * jnp.where(sin > 1e-3, angle / (2.0 * jnp.maximum(sin, 1e-3)), 0.5)
-  # Near a half turn the antisymmetric part vanishes: the axis is the
-  # dominant column of (R + I) / 2 = n n^T, its sign taken from v.
-  b = (mat + jnp.eye(3)) / 2.0
-  k = jnp.argmax(jnp.diag(b))
-  axis = b[:, k] / jnp.sqrt(jnp.maximum(b[k, k], 1e-9))
-  axis = axis * jnp.where(axis @ v < 0, -1.0, 1.0)
-  return jnp.where(sin > 1e-3, small, axis * angle)
+  """Axis-angle vector [3] of a rotation matrix [3, 3], angle in [0, pi].
+
+  Through the quaternion (Shepperd's method: the best-conditioned of four formulas), then
+  angle = 2 atan2(|q_xyz|, q_w). Accurate to float32 rounding at every angle; the trace +
+  arccos formula loses up to ~0.2 rad within a few milliradians of a half turn, which is
+  exactly where a gripper pointing straight down sits.
+  """
+  r = mat
+  tr = r[0, 0] + r[1, 1] + r[2, 2]
+  cands = jnp.stack([
+      jnp.stack([1.0 + tr, r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]),
+      jnp.stack([r[2, 1] - r[1, 2], 1.0 + r[0, 0] - r[1, 1] - r[2, 2], r[0, 1] + r[1, 0],
+                 r[0, 2] + r[2, 0]]),
+      jnp.stack([r[0, 2] - r[2, 0], r[0, 1] + r[1, 0], 1.0 + r[1, 1] - r[0, 0] - r[2, 2],
+                 r[1, 2] + r[2, 1]]),
+      jnp.stack([r[1, 0] - r[0, 1], r[0, 2] + r[2, 0], r[1, 2] + r[2, 1],
+                 1.0 + r[2, 2] - r[0, 0] - r[1, 1]]),
+  ])  # row i = 4 q_i q (w, x, y, z)
+  i = jnp.argmax(jnp.stack([tr, r[0, 0], r[1, 1], r[2, 2]]))
+  q = cands[i]
+  q = q / jnp.linalg.norm(q)
+  q = q * jnp.where(q[0] < 0, -1.0, 1.0)           # w >= 0: angle in [0, pi]
+  n = jnp.linalg.norm(q[1:])
+  # 2 atan2(n, w) / n, with its limit 2 / w as n -> 0
+  scale = jnp.where(n > 1e-7, 2.0 * jnp.arctan2(n, q[0]) / jnp.maximum(n, 1e-7), 2.0 / q[0])
+  return q[1:] * scale

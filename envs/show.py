@@ -1,6 +1,7 @@
 """Writes a video of the scripted expert solving one task, both cameras side by side.
 
   python -m envs.show libero_spatial --task 7 [--out expert.gif] [--size 128] [--init 0]
+      [--frame frame.png]   # also a still: the frame where the gripper first closes
 
 GIF or MP4 by the file extension (MP4 needs imageio-ffmpeg, installed with the package).
 """
@@ -20,6 +21,8 @@ def main(argv=None):
   p.add_argument("--size", type=int, default=128)
   p.add_argument("--out", default=None)
   p.add_argument("--max-steps", type=int, default=None)
+  p.add_argument("--frame", default=None, help="also write one still (PNG): the first frame "
+                 "with the gripper closed (the grasp), else the last")
   args = p.parse_args(argv)
   env = envs.make(args.suite, image_size=args.size)
   if not 0 <= args.task < env.num_tasks:
@@ -27,16 +30,20 @@ def main(argv=None):
   out = args.out or f"{args.suite}_task{args.task}.gif"
   step = jax.jit(lambda s: env.step(s, env.expert_action(s)))
   s = jax.jit(env.reset_eval)(args.task, args.init)
-  frames, success = [], False
+  frames, success, grasp = [], False, None
   print(f"task {args.task}: {env.instructions[args.task]}")
   for _ in range(args.max_steps or env.max_episode_steps):
     frames.append(np.concatenate([np.asarray(s.obs["agentview"]), np.asarray(s.obs["wrist"])], 1))
     s = step(s)
+    if grasp is None and float(np.asarray(s.info["priv"]["fingers"]).sum()) < 0.06:
+      grasp = len(frames)
     if float(s.info["success"]) > 0:
       success = True
       frames.append(np.concatenate([np.asarray(s.obs["agentview"]), np.asarray(s.obs["wrist"])], 1))
       break
   imageio.mimsave(out, frames, **({"duration": 0.05} if out.endswith(".gif") else {"fps": 20}))
+  if args.frame:
+    imageio.imwrite(args.frame, frames[min(grasp + 5, len(frames) - 1) if grasp is not None else -1])
   print(f"{'success' if success else 'no success'} after {len(frames) - 1} steps; wrote {out}")
 
 

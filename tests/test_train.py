@@ -186,10 +186,17 @@ train.run(devices_config(sys.argv[2], 8), progress=False)
 
 
 def devices_config(workdir, n):
-  """8 worlds in all, on ``n`` devices; one SGD iteration, checkpointed at its end."""
+  """8 worlds in all, on ``n`` devices; one SGD iteration, checkpointed at its end.
+
+  One policy step (a chunk of 4 control steps executed after it), 4 gradient steps on it: the
+  observations trained on are the reset's, so the comparison is of the sharded rollout, loss,
+  all-reduced gradients and updates, not of float32 physics noise (a second policy step's images
+  come from physics whose rounding depends on the batch layout; a silhouette pixel that flips
+  there moves the update by ~0.5% — measured with two policy steps)."""
   return small_config(workdir, iterations=1, **{
       "checkpoint.every": 10, "optim.optimizer": "sgd", "optim.lr": 0.05, "optim.warmup": 0,
-      "mesh.data": n, "rollout.prompts": 8 // n})
+      "mesh.data": n, "rollout.prompts": 8 // n, "rollout.policy_steps": 1,
+      "optim.epochs": 4, "optim.minibatches": 1})
 
 
 @pytest.mark.ci_full
@@ -197,7 +204,7 @@ def test_eight_devices_match_one_device(tmp_path):
   """Same global batch (8 worlds) on 1 device (this process) and sharded over 8 host devices (a
   subprocess, running at the same time): one iteration (rollout + 4 gradient steps) gives the
   same metrics and moves the transformer, head and embeddings the same way to float tolerance
-  (relative norm of the update difference < 1e-3); see below for the image stems.
+  (relative norm of the update difference < 1e-3; measured 2e-5); see below for the stems.
 
   With SGD: Adam divides each gradient by its own magnitude, so a parameter whose true gradient
   is ~0 moves by +-lr on float noise alone (measured: 2.7e-4 after one Adam iteration, with
@@ -226,11 +233,10 @@ def test_eight_devices_match_one_device(tmp_path):
   d1, d8 = update(one.params, False), update(eight, False)
   assert np.linalg.norm(d1) > 1e-2          # the iteration changed the parameters
   assert np.linalg.norm(d8 - d1) / np.linalg.norm(d1) < 1e-3
-  # The camera stems' kernel gradients are small sums over pixels; a silhouette pixel that the
-  # (float32, batch-shape-dependent) physics moves by a hair flips them (measured: their updates
-  # differ by 58% while loss, KL and gradient norm agree to 5e-6). Bound, not equality:
-  s1, s8 = update(one.params, True), update(eight, True)
-  assert np.linalg.norm(s8 - s1) / np.linalg.norm(s1) < 2.0
+  # The camera stems' kernel gradients are tiny sums over pixels with heavy cancellation (their
+  # update is 4% of the total), so reduction order shows more there (measured: 3% relative,
+  # while everything else agrees to 2e-5).
+  assert np.linalg.norm(s8 - s1) / np.linalg.norm(s1) < 0.1
   m1 = read_jsonl(str(tmp_path / "one" / "metrics.jsonl"))[-1]
   m8 = read_jsonl(str(tmp_path / "eight" / "metrics.jsonl"))[-1]
   assert m8["rollout/control_steps"] == m1["rollout/control_steps"] > 0
