@@ -8,7 +8,7 @@
 #   4. greedy evaluation of both on the fixed evaluation states (python -m opd_jax.evaluate).
 #
 #   scripts/make_checkpoints.sh                        # libero_spatial, 64x64, CPU defaults
-#   TEACHER_STEPS=20000 MODEL=--config.student.model.size=tiny scripts/make_checkpoints.sh
+#   TEACHER_STEPS=20000 MODEL=--config.student.model.size=tiny scripts/make_checkpoints.sh  # longer, bigger
 #
 # Extra arguments are passed to both SFT runs. Every step is skipped when its output
 # exists (the SFT runs resume from their workdirs). Then, e.g.:
@@ -25,7 +25,7 @@ DEMOS=${DEMOS:-50}                          # teacher demos per task
 DATA=${DATA:-data/${SUITE}_${SIZE}.hdf5}
 TEACHER=${TEACHER:-runs/sft_${SHORT}_teacher}
 STUDENT=${STUDENT:-runs/sft_${SHORT}_1demo}
-TEACHER_STEPS=${TEACHER_STEPS:-2500}
+TEACHER_STEPS=${TEACHER_STEPS:-8000}         # ~50 min on a quiet 2-core CPU (2.7 steps/s)
 STUDENT_STEPS=${STUDENT_STEPS:-500}
 # The model of both runs (a 4-layer, 128-wide Octo-style transformer with Octo's conv stem:
 # nano learned no usable policy in 2000 steps; see the issue note). Override freely.
