@@ -64,10 +64,15 @@ def _tcp_yaw(priv):
   return jnp.arctan2(m[1, 0], m[0, 0])
 
 
+def _grasp_point(priv, a):
+  """``a``'s grasp point, in its own frame: still on the object when it has tipped over."""
+  return priv["ent_pos"][a] + priv["ent_mat"][a] @ jnp.array([0.0, 0.0, priv["ent_grasp"][a, 0]])
+
+
 def approach_and_grasp(priv, a):
   """Not holding ``a``: open, rise, hover above its grasp point, descend, close."""
   p = priv["tcp_pos"]
-  g = priv["ent_pos"][a] + jnp.array([0.0, 0.0, priv["ent_grasp"][a, 0]])
+  g = _grasp_point(priv, a)
   yaw = _grasp_yaw(priv, a)
   opening = priv["fingers"].sum()
   xy_err = jnp.linalg.norm(g[:2] - p[:2])
@@ -135,7 +140,7 @@ def _holding(priv, a):
   fingers are closed on it at its grasp point: keep the grip."""
   touch = priv["touch"]
   one = touch[P.LEFT_PAD, a] | touch[P.RIGHT_PAD, a]
-  g = priv["ent_pos"][a] + jnp.array([0.0, 0.0, priv["ent_grasp"][a, 0]])
+  g = _grasp_point(priv, a)
   near = jnp.linalg.norm(priv["tcp_pos"] - g) < 0.02
   closed_on = priv["fingers"].sum() < 2 * priv["ent_grasp"][a, 2] + 0.004
   return P.held(priv, a) | (one & near & closed_on)
@@ -216,8 +221,11 @@ def articulate(priv, j, frac_goal):
 
 
 def retreat(priv):
+  """Open fully, then rise (rising while the pads still press on an object can lift it)."""
   p = priv["tcp_pos"]
-  return _action(priv, p.at[2].set(jnp.minimum(p[2] + 0.05, 0.35)), _tcp_yaw(priv), -1.0)
+  opened = priv["fingers"].sum() > MAX_OPEN - 0.01
+  up = p.at[2].set(jnp.where(opened, jnp.minimum(p[2] + 0.05, 0.35), p[2]))
+  return _action(priv, up, _tcp_yaw(priv), -1.0)
 
 
 def act(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
@@ -232,6 +240,14 @@ def act(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
     action = jnp.where(kind <= P.IN, place, art)
   else:  # a suite without articulated joints
     action = place
+  # The pads still on a movable object the current stage is not about (the one just placed,
+  # when the next stage starts): let go of it and rise first, or the next skill (which may
+  # close the gripper to push a handle) picks it up again.
+  obj = jnp.where(kind >= P.OPEN, priv["art_handle"][a] if priv["joint_q"].shape[0] else a, a)
+  pads = priv["touch"][P.LEFT_PAD] | priv["touch"][P.RIGHT_PAD]
+  stray = jnp.any(pads & priv["ent_movable"] & (jnp.arange(pads.shape[0]) != obj))
+  stray = stray & ~_holding(priv, obj)
+  action = jnp.where(stray, retreat(priv), action)
   return jnp.where(jnp.all(stages), retreat(priv), action)
 
 

@@ -8,6 +8,7 @@ GIF or MP4 by the file extension (MP4 needs imageio-ffmpeg, installed with the p
 import argparse
 
 import envs  # sets the XLA flag before JAX starts
+from envs.control import FINGER_OPEN
 import imageio.v2 as imageio
 import jax
 import numpy as np
@@ -35,7 +36,7 @@ def main(argv=None):
   for _ in range(args.max_steps or env.max_episode_steps):
     frames.append(np.concatenate([np.asarray(s.obs["agentview"]), np.asarray(s.obs["wrist"])], 1))
     s = step(s)
-    if grasp is None and float(np.asarray(s.info["priv"]["fingers"]).sum()) < 0.06:
+    if grasp is None and float(np.asarray(s.info["priv"]["fingers"]).sum()) < 1.5 * FINGER_OPEN:
       grasp = len(frames)
     if float(s.info["success"]) > 0:
       success = True

@@ -144,6 +144,8 @@ class TabletopSuite:
     self.entity_index = {e.name: i for i, e in enumerate(ents)}
     self.num_objects = len(sp.objects)
     E = len(ents)
+    self.ent_movable = np.zeros(E, bool)
+    self.ent_movable[3:3 + self.num_objects] = True  # table, pads, then the free objects
     self.ent_body = np.array([m.body(e.body).id if e.body else 0 for e in ents], np.int32)
     self.pad_geoms = np.array([m.geom("left_pad").id, m.geom("right_pad").id], np.int32)
     self.ent_top = np.array([e.top for e in ents], np.float32)
@@ -252,6 +254,7 @@ class TabletopSuite:
         target_pos=ent_pos + jnp.einsum("eij,ej->ei", ent_mat, self.ent_top),
         region_centre=ent_pos + jnp.einsum("eij,ej->ei", ent_mat, self.region_offset),
         region_half=jnp.asarray(self.region_half), ent_grasp=jnp.asarray(self.ent_grasp),
+        ent_movable=jnp.asarray(self.ent_movable),
         touch=touch[:E, :E] > 0,
         joint_q=d.qpos[self.art_qadr], joint_range=jnp.asarray(self.art_range),
         joint_anchor=d.xanchor[self.art_jid], joint_axis=d.xaxis[self.art_jid],
@@ -275,7 +278,7 @@ class TabletopSuite:
         if self.render_depth:
           obs[f"{cam}_depth"] = out["depth"]
         if self.render_segmentation:
-          obs[f"{cam}_segmentation"] = out["segmentation"].astype(jnp.int32)
+          obs[f"{cam}_segmentation"] = out["segmentation"]
     return obs
 
   # --------------------------------------------------------------- env API

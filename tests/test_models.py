@@ -335,14 +335,18 @@ def test_tokenizer_same_ids_in_another_process():
 
 
 def test_pose_rotvec_features_are_continuous_across_the_pi_flip():
-  from opd_jax.models.octo import proprio_features, rotvec_to_matrix
+  from opd_jax.models.octo import proprio_feature_dim, proprio_features
   from scipy.spatial.transform import Rotation
   rng = np.random.default_rng(0)
-  r = rng.normal(size=(16, 3)) * 1.5
-  r[0] = 0.0
-  r[1] = [1e-6, 0, 0]
-  np.testing.assert_allclose(np.asarray(rotvec_to_matrix(jnp.asarray(r, jnp.float32))),
-                             Rotation.from_rotvec(r).as_matrix(), atol=1e-5)
+  r = rng.normal(size=(2, 8, 3)) * 1.5
+  r[0, 0] = 0.0
+  r[0, 1] = [1e-6, 0, 0]
+  p = np.concatenate([np.zeros((2, 8, 3)), r, np.zeros((2, 8, 2))], -1).astype(np.float32)
+  got = np.asarray(proprio_features(jnp.asarray(p), "pose_rotvec"))[..., 3:9]
+  want = Rotation.from_rotvec(r.reshape(-1, 3)).as_matrix()[:, :, :2].reshape(2, 8, 6)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  assert proprio_feature_dim(models.ModelConfig(size="nano", proprio_encoding="pose_rotvec")) == 11
+  assert proprio_feature_dim(models.ModelConfig(size="nano")) == 8
   # The gripper pointing down: axis-angle (+pi - e, 0, 0) and (-(pi - e'), 0, 0) are nearly the
   # same rotation; the raw vectors are 2 pi apart, the features are not.
   e = 1e-3

@@ -1,10 +1,10 @@
 """Success predicates on hand-built states, and the scripted experts solving tasks."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from envs import predicates as P
+from envs.expert_eval import expert_success
 
 E = 6  # table, left pad, right pad, object a (3), support b (4), container c (5)
 
@@ -53,30 +53,8 @@ def test_joint_predicates():
 
 
 def _expert_rollout(env, task_ids, indices, random_prefix=None):
-  """Runs the expert from eval initial states; optionally after random actions.
-
-  Returns success [B] (whether the episode succeeded within the step limit)."""
-
-  @jax.jit
-  def run(task_ids, indices, n_random, key):
-    s = jax.vmap(env.reset_eval)(task_ids, indices)
-
-    def body(carry, t):
-      s, succ, key = carry
-      key, sub = jax.random.split(key)
-      rand = jax.random.uniform(sub, (task_ids.shape[0], 7), minval=-1, maxval=1)
-      expert = jax.vmap(env.expert_action)(s)
-      a = jnp.where((t < n_random)[:, None], rand, expert)
-      s = jax.vmap(env.step)(s, a)
-      return (s, jnp.maximum(succ, s.info["success"]), key), None
-
-    steps = env.max_episode_steps + 60
-    (s, succ, _), _ = jax.lax.scan(body, (s, jnp.zeros(task_ids.shape), key), jnp.arange(steps))
-    return succ
-
-  n_random = jnp.zeros(task_ids.shape, jnp.int32) if random_prefix is None else random_prefix
-  return np.asarray(run(jnp.asarray(task_ids), jnp.asarray(indices), n_random,
-                        jax.random.PRNGKey(0)))
+  """Expert success [B] from eval initial states (optionally after random actions)."""
+  return expert_success(env, task_ids, indices, random_prefix)
 
 
 @pytest.mark.ci_full

@@ -12,6 +12,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.scipy.spatial.transform import Rotation
 
 from opd_jax.models.config import ModelConfig
 from opd_jax.models.layers import Block, ImageStem
@@ -72,35 +73,21 @@ def full_mask(rule_mask, key_valid):
   return jnp.asarray(rule_mask)[None] & keys
 
 
-def rotvec_to_matrix(r):
-  """Axis-angle [..., 3] -> rotation matrix [..., 3, 3] (Rodrigues; exact at zero angle)."""
-  theta2 = jnp.sum(r * r, axis=-1)[..., None, None]
-  small = theta2 < 1e-8
-  theta = jnp.sqrt(jnp.where(small, 1.0, theta2))
-  # sin(t)/t and (1 - cos(t))/t^2, with their Taylor values near zero.
-  a = jnp.where(small, 1.0 - theta2 / 6.0, jnp.sin(theta) / theta)
-  b = jnp.where(small, 0.5 - theta2 / 24.0, (1.0 - jnp.cos(theta)) / (theta * theta))
-  x, y, z = r[..., 0], r[..., 1], r[..., 2]
-  zero = jnp.zeros_like(x)
-  k = jnp.stack([jnp.stack([zero, -z, y], -1), jnp.stack([z, zero, -x], -1),
-                 jnp.stack([-y, x, zero], -1)], -2)
-  return jnp.eye(3, dtype=r.dtype) + a * k + b * (k @ k)
-
-
 def proprio_features(proprio, encoding: str):
   """Featurises proprio [..., P] as `ModelConfig.proprio_encoding` says -> [..., F]."""
   proprio = proprio.astype(jnp.float32)
   if encoding == "raw":
     return proprio
   if encoding == "pose_rotvec":
-    rot = rotvec_to_matrix(proprio[..., 3:6])[..., :, :2]
-    return jnp.concatenate([proprio[..., :3], rot.reshape(*rot.shape[:-2], 6),
-                            proprio[..., 6:]], axis=-1)
+    lead = proprio.shape[:-1]
+    rot = Rotation.from_rotvec(proprio[..., 3:6].reshape(-1, 3)).as_matrix()[:, :, :2]
+    return jnp.concatenate([proprio[..., :3], rot.reshape(*lead, 6), proprio[..., 6:]], axis=-1)
   raise ValueError(f"unknown proprio encoding {encoding!r}")
 
 
 def proprio_feature_dim(cfg: ModelConfig) -> int:
-  return cfg.proprio_dim + (3 if cfg.proprio_encoding == "pose_rotvec" else 0)
+  return jax.eval_shape(lambda p: proprio_features(p, cfg.proprio_encoding),
+                        jax.ShapeDtypeStruct((cfg.proprio_dim,), jnp.float32)).shape[-1]
 
 
 def _pos(rngs: nnx.Rngs, *shape):

@@ -1,0 +1,52 @@
+"""Measure the scripted experts: success from evaluation initial states, optionally after random actions.
+
+Used by the tests (a few states per task) and benchmarks/experts.py (all 50, and the
+random-prefix robustness figure).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@functools.lru_cache(maxsize=None)
+def _runner(env, max_random: int):
+  @jax.jit
+  def run(task_ids, indices, n_random, key):
+    s = jax.vmap(env.reset_eval)(task_ids, indices)
+
+    def body(carry, t):
+      s, succ, key = carry
+      key, sub = jax.random.split(key)
+      rand = jax.random.uniform(sub, (task_ids.shape[0], env.action_size), minval=-1, maxval=1)
+      expert = jax.vmap(env.expert_action)(s)
+      a = jnp.where((t < n_random)[:, None], rand, expert)
+      s = jax.vmap(env.step)(s, a)
+      # the expert gets a whole episode's worth of steps after the random prefix
+      live = t < n_random + env.max_episode_steps
+      return (s, jnp.maximum(succ, s.info["success"] * live), key), None
+
+    steps = env.max_episode_steps + max_random
+    (_, succ, _), _ = jax.lax.scan(body, (s, jnp.zeros(task_ids.shape), key), jnp.arange(steps))
+    return succ
+
+  return run
+
+
+def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
+                   max_random: int = 60) -> np.ndarray:
+  """Success [B] of the expert from ``reset_eval(task_ids, indices)``.
+
+  random_steps: int [B] uniform random actions taken first (each <= max_random); the expert
+  then has max_episode_steps control steps to succeed.
+  """
+  task_ids = jnp.asarray(task_ids, jnp.int32)
+  n = (jnp.zeros(task_ids.shape, jnp.int32) if random_steps is None
+       else jnp.asarray(random_steps, jnp.int32))
+  if int(jnp.max(n, initial=0)) > max_random:
+    raise ValueError(f"random_steps up to {max_random}, got {int(jnp.max(n))}")
+  run = _runner(env, max_random if random_steps is not None else 0)
+  return np.asarray(run(task_ids, jnp.asarray(indices, jnp.int32), n, jax.random.PRNGKey(seed)))
