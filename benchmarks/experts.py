@@ -9,12 +9,19 @@ has a whole episode (the issue's robustness figure, target >= 80%); without it t
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
-import envs  # noqa: F401  (XLA flag before JAX starts)  isort: skip
-import numpy as np
+# benchmarks/envs.py would shadow the `envs` package: put the repository root first.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
-from envs.expert_eval import expert_success
+import envs  # noqa: E402,F401  (XLA flag before JAX starts)  isort: skip
+import numpy as np  # noqa: E402
+
+from envs.expert_eval import expert_success  # noqa: E402
 
 
 def main(argv=None):

@@ -13,15 +13,22 @@ Rows (seconds per iteration's worth of work, compile excluded):
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
-import envs  # noqa: F401  (XLA flag before JAX starts)  isort: skip
-import jax
-import jax.numpy as jnp
+# benchmarks/envs.py would shadow the `envs` package: put the repository root first.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
 
-from configs import libero
-from opd_jax import rollout as rollout_lib
-from opd_jax import teachers, train
+import envs  # noqa: E402,F401  (XLA flag before JAX starts)  isort: skip
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from configs import libero  # noqa: E402
+from opd_jax import rollout as rollout_lib  # noqa: E402
+from opd_jax import teachers, train  # noqa: E402
 
 
 def timed(fn, reps):

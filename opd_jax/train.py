@@ -175,8 +175,12 @@ def make_iteration(config, benv, student: Policy, teacher, tx, mesh, num_steps: 
       return (keep(new_params, params), keep(new_opt, opt_state),
               bad + (1 - finite.astype(jnp.int32))), m
 
+    # Unrolled: XLA:CPU runs a convolution's gradient inside a while loop ~14x slower than the
+    # same ops unrolled (measured: 8 steps of the 5M policy, 47.5 s in a scan vs 3.3 s), so the
+    # epochs x minibatches gradient steps are unrolled (compile time grows with their number).
     (params, opt_state, bad), ms = jax.lax.scan(
-        sgd, (ts.params, ts.opt_state, ts.nonfinite_updates), jnp.arange(epochs * mbs))
+        sgd, (ts.params, ts.opt_state, ts.nonfinite_updates), jnp.arange(epochs * mbs),
+        unroll=True)
     metrics = {f"train/{k}": v[0] for k, v in ms.items()}  # first minibatch: on-policy values
     metrics["train/loss_last"] = ms["loss"][-1]
     metrics["train/nonfinite_updates"] = bad.astype(jnp.float32)
