@@ -44,7 +44,8 @@ def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
   # Student: a checkpoint directory to start from ("" = fresh initialisation).
   c.student = dict(init="", model=model_config("nano"))
   # Teacher: "scripted" (the privileged expert; embedded default) or "checkpoint".
-  c.teacher = dict(kind="scripted", checkpoint="", sigma=0.1, lookahead="simulate",
+  # floor: scripted teacher's uniform mixture weight (0 = a pure Gaussian of width sigma).
+  c.teacher = dict(kind="scripted", checkpoint="", sigma=0.1, floor=0.0, lookahead="simulate",
                    temperature=1.0)
 
   # reverse_kl (the paper's sampled-token estimator) | reverse_kl_exact (same expected gradient,

@@ -8,7 +8,7 @@ their ``params`` never receive gradients.
 - :class:`ScriptedTeacher` — the environments' privileged feedback expert,
   turned into a distribution over the student's bins: a discretised Gaussian
   (width ``sigma`` in normalised action units) around the expert's action at
-  each chunk step. With ``lookahead="simulate"`` the expert's K-step chunk is
+  each chunk step, optionally mixed with a uniform ``floor``. With ``lookahead="simulate"`` the expert's K-step chunk is
   what the expert would do over the next K control steps, obtained by rolling
   it out on a copy of the physics (images are not rendered); with ``"hold"``
   its current action is repeated K times (cheaper, cruder). This is the
@@ -39,6 +39,7 @@ class ScriptedTeacher:
   stats: act.ActionStats
   chunk: int
   sigma: float = 0.05
+  floor: float = 0.0       # mass spread uniformly over all bins (caps the cost of far-off bins)
   lookahead: str = "simulate"
   history: int = 1
   num_bins: int = act.NUM_BINS
@@ -73,7 +74,13 @@ class ScriptedTeacher:
     del hist
     target = act.normalize(self.stats, self.expert_chunk(env_state))  # [B, K, D]
     centres = act.from_tokens(jnp.arange(self.num_bins))
-    return -0.5 * jnp.square((centres - target[..., None]) / params["sigma"])
+    logits = -0.5 * jnp.square((centres - target[..., None]) / params["sigma"])
+    if self.floor <= 0:
+      return logits
+    # log((1 - floor) * Gaussian + floor / V): a student token far from the expert's action
+    # costs at most log(V / floor) nats instead of (distance / sigma)^2 / 2.
+    return jnp.logaddexp(jnp.log1p(-self.floor) + jax.nn.log_softmax(logits, -1),
+                         jnp.log(self.floor / self.num_bins))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -112,6 +119,9 @@ def make(tcfg, env, student: Policy):
   if tcfg.kind == "scripted":
     if tcfg.sigma <= 0:
       raise ValueError(f"config.teacher.sigma must be > 0, got {tcfg.sigma}")
+    floor = float(tcfg.get("floor", 0.0))
+    if not 0.0 <= floor < 1.0:
+      raise ValueError(f"config.teacher.floor must be in [0, 1), got {floor}")
     if tcfg.lookahead not in ("simulate", "hold"):
       raise ValueError(f"config.teacher.lookahead must be 'simulate' or 'hold', "
                        f"got {tcfg.lookahead!r}")
@@ -119,7 +129,7 @@ def make(tcfg, env, student: Policy):
       raise ValueError(f"suite {getattr(env, 'name', env)} has no scripted expert; "
                        f"use config.teacher.kind='checkpoint'")
     teacher = ScriptedTeacher(env=env, stats=student.stats, chunk=student.cfg.chunk,
-                              sigma=float(tcfg.sigma), lookahead=tcfg.lookahead)
+                              sigma=float(tcfg.sigma), floor=floor, lookahead=tcfg.lookahead)
   elif tcfg.kind == "checkpoint":
     if not tcfg.checkpoint:
       raise ValueError("config.teacher.kind='checkpoint' needs config.teacher.checkpoint=PATH")

@@ -1,4 +1,5 @@
 """The OPD trainer: config validation, teachers, resume, non-finite recovery, devices."""
+import dataclasses
 import os
 import subprocess
 import sys
@@ -120,6 +121,17 @@ def test_scripted_teacher_peaks_on_the_experts_next_k_actions(tmp_path):
   want = np.stack(want, 1)
   np.testing.assert_allclose(got, want, atol=1.0 / 256 + 1e-6)
   assert np.abs(want).max() > 0.05   # the expert moves: not a trivially-zero comparison
+  # With a uniform floor: the same peaks, every bin keeps >= floor / 256, and it is a distribution.
+  floored = dataclasses.replace(teacher, floor=0.1)
+  lp = jax.jit(floored.logits)(floored.params, state, None)
+  p = np.exp(np.asarray(lp, np.float64))
+  np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
+  assert p.min() >= 0.1 / 256 * (1 - 1e-5)
+  assert (np.argmax(lp, -1) == np.argmax(logits, -1)).all()
+  bad = config.teacher.copy_and_resolve_references()
+  bad.floor = 1.0
+  with pytest.raises(ValueError, match="teacher.floor"):
+    teachers.make(bad, env, su["student"])
 
 
 def _params_close(a, b, tol=1e-6):
