@@ -20,8 +20,8 @@ def _spec(module_name, module):
   return module.spec()
 
 
-# libero_10's experts solve 16/20 (two states per task; tasks 3, 4, 8, 9 fail once each), short
-# of the >= 95% the other suites' reach: registered so the suite is usable, figures in the note.
+# libero_10's experts solve 33/40 (four states per task, session 4), short of the >= 95% the
+# other suites reach: registered so the suite is usable; figures in benchmarks/RESULTS.md.
 SUITES = {"libero_spatial": "spatial", "libero_object": "object",
           "libero_goal": "goal", "libero_10": "long"}
 for _name, _module in SUITES.items():
