@@ -7,14 +7,9 @@ Prints one table; every ratio is measured within this one run.
 """
 import argparse
 import os
-import sys
 import time
 
-# This file is named like the package it measures: run as a script, its own
-# folder would shadow `envs`. Put the repository root first instead.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
+import _repo_root  # noqa: E402,F401  (this file is named like the package it measures)
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false").strip()
 

@@ -13,15 +13,9 @@ Rows (seconds per iteration's worth of work, compile excluded):
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-# benchmarks/envs.py would shadow the `envs` package: put the repository root first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
-
+import _repo_root  # noqa: F401  (before `envs`: see the module)  isort: skip
 import envs  # noqa: E402,F401  (XLA flag before JAX starts)  isort: skip
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

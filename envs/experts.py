@@ -228,6 +228,14 @@ def retreat(priv):
   return _action(priv, up, _tcp_yaw(priv), -1.0)
 
 
+def _stage_object(priv, kind, a):
+  """What the stage's skill acts on: the handle of articulation ``a`` (OPEN / CLOSE / TURNON),
+  else entity ``a``."""
+  if not priv["joint_q"].shape[0]:  # a suite without articulated joints
+    return a
+  return jnp.where(kind >= P.OPEN, priv["art_handle"][a], a)
+
+
 def act(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
   """Expert action [7] for goals int32 [S, 3] with per-stage satisfaction [S]."""
   s = jnp.argmin(stages)  # first unsatisfied stage (0 if all hold)
@@ -243,12 +251,11 @@ def act(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
   # The pads still on a movable object the current stage is not about (the one just placed,
   # when the next stage starts): let go of it and rise first, or the next skill (which may
   # close the gripper to push a handle) picks it up again.
-  obj = jnp.where(kind >= P.OPEN, priv["art_handle"][a] if priv["joint_q"].shape[0] else a, a)
+  obj = _stage_object(priv, kind, a)
   pads = priv["touch"][P.LEFT_PAD] | priv["touch"][P.RIGHT_PAD]
   stray = jnp.any(pads & priv["ent_movable"] & (jnp.arange(pads.shape[0]) != obj))
   stray = stray & ~_holding(priv, obj)
-  action = jnp.where(stray, retreat(priv), action)
-  return jnp.where(jnp.all(stages), retreat(priv), action)
+  return jnp.where(jnp.all(stages) | stray, retreat(priv), action)
 
 
 def dense_reward(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
@@ -256,15 +263,13 @@ def dense_reward(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
   (reach the object / handle, hold it, bring it to the goal)."""
   s = jnp.argmin(stages)
   kind, a, b = goals[s, 0], goals[s, 1], goals[s, 2]
-  is_art = kind >= P.OPEN
-  handle = priv["art_handle"][a] if priv["joint_q"].shape[0] else a
-  obj = jnp.where(is_art, handle, a)
+  obj = _stage_object(priv, kind, a)
   reach = 1.0 - jnp.tanh(5.0 * jnp.linalg.norm(priv["tcp_pos"] - priv["ent_pos"][obj]))
   hold = P.held(priv, obj).astype(jnp.float32)
   place_err = jnp.linalg.norm(_place_point(priv, a, b, kind) - priv["ent_pos"][a])
   frac = P.joint_fraction(priv, a) if priv["joint_q"].shape[0] else 0.0
   art_prog = jnp.where(kind == P.CLOSE, 1.0 - frac, frac)
-  progress = jnp.where(is_art, art_prog, 1.0 - jnp.tanh(5.0 * place_err))
+  progress = jnp.where(kind >= P.OPEN, art_prog, 1.0 - jnp.tanh(5.0 * place_err))
   partial = 0.25 * reach + 0.25 * hold + 0.5 * progress
   n = jnp.maximum(jnp.sum(goals[:, 0] != P.NONE), 1)
   done_stages = jnp.sum(stages & (goals[:, 0] != P.NONE))

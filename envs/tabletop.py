@@ -144,8 +144,9 @@ class TabletopSuite:
     self.entity_index = {e.name: i for i, e in enumerate(ents)}
     self.num_objects = len(sp.objects)
     E = len(ents)
+    first = predicates.RIGHT_PAD + 1  # table, pads, then the free objects
     self.ent_movable = np.zeros(E, bool)
-    self.ent_movable[3:3 + self.num_objects] = True  # table, pads, then the free objects
+    self.ent_movable[first:first + self.num_objects] = True
     self.ent_body = np.array([m.body(e.body).id if e.body else 0 for e in ents], np.int32)
     self.pad_geoms = np.array([m.geom("left_pad").id, m.geom("right_pad").id], np.int32)
     self.ent_top = np.array([e.top for e in ents], np.float32)

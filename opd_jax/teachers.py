@@ -8,8 +8,9 @@ their ``params`` never receive gradients.
 - :class:`ScriptedTeacher` — the environments' privileged feedback expert,
   turned into a distribution over the student's bins: a discretised Gaussian
   (width ``sigma`` in normalised action units) around the expert's action at
-  each chunk step, optionally mixed with a uniform ``floor``. With ``lookahead="simulate"`` the expert's K-step chunk is
-  what the expert would do over the next K control steps, obtained by rolling
+  each chunk step, optionally mixed with a uniform ``floor``. With
+  ``lookahead="simulate"`` the expert's K-step chunk is what the expert would
+  do over the next K control steps, obtained by rolling
   it out on a copy of the physics (images are not rendered); with ``"hold"``
   its current action is repeated K times (cheaper, cruder). This is the
   embedded default: it needs nothing downloaded.

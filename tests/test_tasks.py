@@ -52,18 +52,13 @@ def test_joint_predicates():
   assert _sat(_priv(), P.NONE, 0)
 
 
-def _expert_rollout(env, task_ids, indices, random_prefix=None):
-  """Expert success [B] from eval initial states (optionally after random actions)."""
-  return expert_success(env, task_ids, indices, random_prefix)
-
-
 @pytest.mark.ci_full
 def test_expert_solves_every_spatial_task(spatial_blind):
   """Every task, several evaluation states each (the full 50 run in benchmarks/experts.py)."""
   n = 3
   tasks = np.repeat(np.arange(spatial_blind.num_tasks), n)
   idx = np.tile(np.arange(n), spatial_blind.num_tasks)
-  succ = _expert_rollout(spatial_blind, tasks, idx).reshape(-1, n)
+  succ = expert_success(spatial_blind, tasks, idx).reshape(-1, n)
   per_task = succ.mean(1)
   assert per_task.min() >= 2 / 3, per_task
   assert succ.mean() >= 0.9, per_task
