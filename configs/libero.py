@@ -86,7 +86,9 @@ def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
     c.workdir = f"runs/sft_{suite}"
     c.data = dict(path="", demos_per_task=-1, stats_path="", val_fraction=0.0)
     # shift: random-shift augmentation in pixels (DrQ; matters most with few demos).
-    c.sft = dict(steps=2000, batch=64, shift=4)
+    # init: a policy checkpoint to fine-tune (architecture, params and action statistics from
+    # it; a fresh optimiser and schedule); "" trains from scratch.
+    c.sft = dict(steps=2000, batch=64, shift=4, init="")
     c.optim.lr, c.optim.warmup, c.optim.weight_decay = 3e-4, 100, 0.01
     c.optim.schedule, c.optim.final_lr_frac = "cosine", 0.1
     c.log_every = 50

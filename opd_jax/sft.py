@@ -32,7 +32,7 @@ import optax
 from flax import struct
 
 from opd_jax import checkpoint, data, models, parallel
-from opd_jax.policy import Policy
+from opd_jax.policy import Policy, check_obs_matches
 from opd_jax.train import make_env, make_optimizer, model_config_from
 
 
@@ -195,11 +195,23 @@ def run(config, *, progress: bool = True) -> TrainState:
   validate(config)
   env, env_kw = make_env(config)
   benv = envs.core.BatchEnv(env)
-  cfg = model_config_from(config, env)
+  init = config.sft.get("init", "")
+  if init:
+    # warm start (fine-tuning): architecture, parameters and action statistics come from the
+    # checkpoint; the optimiser and its schedule start afresh
+    _, init_params, cfg, init_stats, _ = checkpoint.load_policy(init)
+    check_obs_matches(cfg, env, "sft.init")
+  else:
+    cfg = model_config_from(config, env)
 
   # ---- data: demos, statistics, device-resident samples
   t0 = time.time()
   train, val, stats, stats_origin = load_data(config, env, cfg)
+  if init:
+    if config.data.stats_path and stats.to_dict() != init_stats.to_dict():
+      raise ValueError(f"config.data.stats_path={config.data.stats_path} differs from the action "
+                       f"statistics of config.sft.init={init}; drop one of them")
+    stats, stats_origin = init_stats, init
   arrays = data.build_arrays(train, stats, cfg.history, cfg.chunk, cfg.cameras)
   val_arrays = data.build_arrays(val, stats, cfg.history, cfg.chunk, cfg.cameras) if val else None
   print(f"demos {config.data.path}: {train.num_episodes} episodes ({train.num_steps} samples), "
@@ -225,7 +237,7 @@ def run(config, *, progress: bool = True) -> TrainState:
   mgr = checkpoint.manager(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.keep)
   meta = dict(model=cfg.to_dict(), action_stats=stats.to_dict(), suite=config.env.suite,
               env_kwargs=env_kw, instructions=list(env.instructions), config=config.to_dict(),
-              student_init="sft", data=dict(path=config.data.path,
+              student_init=f"sft from {init}" if init else "sft", data=dict(path=config.data.path,
                                              demos_per_task=config.data.demos_per_task,
                                              episodes=train.num_episodes, samples=train.num_steps,
                                              stats_from=stats_origin))
@@ -241,6 +253,9 @@ def run(config, *, progress: bool = True) -> TrainState:
     bad = int(old_meta.get("nonfinite_updates", 0))
     print(f"resuming from {workdir}/checkpoints/{start}")
   else:
+    if init:
+      params = init_params
+      print(f"warm start from {init}")
     opt_state, bad, start = tx.init(params), 0, 0
   ts = jax.device_put(TrainState(jnp.int32(start), params, opt_state, jnp.int32(bad)), rep)
   arrays = jax.device_put(arrays, rep)

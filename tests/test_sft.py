@@ -141,6 +141,27 @@ def test_one_demo_student_shares_teacher_stats(trained, demo_path, tmp_path):
   assert data.read_stats(wd).to_dict() == stats.to_dict()
 
 
+def test_warm_start_from_checkpoint(trained, demo_path, tmp_path):
+  """config.sft.init fine-tunes a checkpoint: its params (the first loss is the trained run's,
+  not ~log 256) and its action statistics (not the subset's own), with a fresh optimiser."""
+  wd, _ = trained
+  first_trained = _losses(wd)[1]
+  wd2 = str(tmp_path / "warm")
+  ts = sft.run(_config(demo_path, wd2, 2, data__demos_per_task=1, sft__init=wd), progress=False)
+  assert int(ts.step) == 2
+  assert _losses(wd2)[1] < 0.6 * first_trained, (_losses(wd2), first_trained)
+  _, _, _, stats, meta = checkpoint.load_policy(wd2)
+  assert stats.to_dict() == data.read_stats(wd).to_dict()
+  assert wd in meta["student_init"]
+  # statistics that disagree with the checkpoint's are refused, naming both fields
+  other = data.demo_stats(data.load(demo_path, demos_per_task=1))
+  bad = str(tmp_path / "other_stats.json")
+  data.write_stats(bad, other)
+  with pytest.raises(ValueError, match="sft.init"):
+    sft.run(_config(demo_path, str(tmp_path / "warm2"), 2, sft__init=wd, data__stats_path=bad),
+            progress=False)
+
+
 def test_validate_names_field(demo_path, tmp_path):
   with pytest.raises(ValueError, match="config.data.path"):
     sft.validate(_config("", str(tmp_path), 2))
