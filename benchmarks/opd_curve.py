@@ -16,7 +16,14 @@ import os
 
 
 def load(run: str):
-  rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl")) if line.strip()]
+  """A resumed run writes the iterations after its checkpoint again: the last record of a
+  step wins."""
+  merged = {}
+  for line in open(os.path.join(run, "metrics.jsonl")):
+    if line.strip():
+      r = json.loads(line)
+      merged.setdefault(r["step"], {}).update(r)
+  rows = [merged[k] for k in sorted(merged)]
   steps_per_iter = {}
   for r in rows:
     if "rollout/control_steps" in r:
@@ -29,7 +36,7 @@ def load(run: str):
            for r in rows if "rollout/success" in r]
   evals = [(cum.get(r["step"], 0.0), r["step"], r["eval/success"]) for r in rows
            if "eval/success" in r]
-  return train, evals
+  return train, evals, cum
 
 
 def main():
@@ -37,6 +44,8 @@ def main():
   ap.add_argument("runs", nargs="+")
   ap.add_argument("--labels", default="")
   ap.add_argument("--out", default="benchmarks/opd_curve.png")
+  ap.add_argument("--mark", default="", help="ITERATION:text, a vertical line on every panel "
+                  "(e.g. where a run's teacher was changed), at the first run's env steps")
   ap.add_argument("--smooth", type=int, default=10, help="moving average of rollout success")
   args = ap.parse_args()
   labels = args.labels.split(",") if args.labels else [os.path.basename(r.rstrip("/")) for r in args.runs]
@@ -46,7 +55,12 @@ def main():
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   table = ["| run | iteration | env steps | greedy eval success |", "|---|---|---|---|"]
   for run, label in zip(args.runs, labels):
-    train, evals = load(run)
+    train, evals, cum = load(run)
+    if args.mark and run == args.runs[0]:
+      it, text = args.mark.split(":", 1)
+      for a in axes:
+        a.axvline(cum[int(it)], color="grey", ls="--", lw=1)
+      axes[0].annotate(text, (cum[int(it)], 0), rotation=90, va="bottom", ha="right", fontsize=8)
     if train:
       xs = [t[0] for t in train]
       ys = [t[1] for t in train]
