@@ -15,7 +15,7 @@ import _repo_root  # noqa: F401  (before `envs`: see the module)  isort: skip
 import envs  # noqa: E402,F401  (XLA flag before JAX starts)  isort: skip
 import numpy as np  # noqa: E402
 
-from envs.expert_eval import expert_success  # noqa: E402
+from envs.expert_eval import expert_success, task_state_grid  # noqa: E402
 
 
 def main(argv=None):
@@ -27,8 +27,7 @@ def main(argv=None):
   ap.add_argument("--seed", type=int, default=0)
   args = ap.parse_args(argv)
   env = envs.make(args.suite, render=False)
-  tasks = np.repeat(np.arange(env.num_tasks), args.states)
-  idx = np.tile(np.arange(args.states), env.num_tasks)
+  tasks, idx = task_state_grid(env.num_tasks, args.states)
   rng = np.random.default_rng(args.seed)
   prefix = rng.integers(0, 61, tasks.shape) if args.random else None
   t0 = time.time()

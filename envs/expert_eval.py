@@ -36,6 +36,12 @@ def _runner(env, max_random: int):
   return run
 
 
+def task_state_grid(num_tasks: int, states: int) -> tuple[np.ndarray, np.ndarray]:
+  """(task_ids, indices): every task with evaluation states 0..states-1, task-major, so a
+  success vector reshapes to [num_tasks, states]."""
+  return np.repeat(np.arange(num_tasks), states), np.tile(np.arange(states), num_tasks)
+
+
 def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
                    max_random: int = 60) -> np.ndarray:
   """Success [B] of the expert from ``reset_eval(task_ids, indices)``.

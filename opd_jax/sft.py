@@ -237,10 +237,10 @@ def run(config, *, progress: bool = True) -> TrainState:
   mgr = checkpoint.manager(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.keep)
   meta = dict(model=cfg.to_dict(), action_stats=stats.to_dict(), suite=config.env.suite,
               env_kwargs=env_kw, instructions=list(env.instructions), config=config.to_dict(),
-              student_init=f"sft from {init}" if init else "sft", data=dict(path=config.data.path,
-                                             demos_per_task=config.data.demos_per_task,
-                                             episodes=train.num_episodes, samples=train.num_steps,
-                                             stats_from=stats_origin))
+              student_init=f"sft from {init}" if init else "sft",
+              data=dict(path=config.data.path, demos_per_task=config.data.demos_per_task,
+                        episodes=train.num_episodes, samples=train.num_steps,
+                        stats_from=stats_origin))
   start = mgr.latest_step()
   if start is not None:
     params, opt_state, old_meta = checkpoint.restore(mgr, start, params,

@@ -8,7 +8,7 @@ from mujoco import mjx
 
 import envs
 from envs import predicates as P
-from envs.expert_eval import expert_success
+from envs.expert_eval import expert_success, task_state_grid
 
 OBJECT_ITEMS = ("alphabet soup", "cream cheese", "salad dressing", "bbq sauce", "ketchup",
                 "tomato sauce", "butter", "milk", "chocolate pudding", "orange juice")
@@ -96,9 +96,7 @@ def test_goal_joint_predicates_on_physics_states(goal_blind):
 
 
 def _all_tasks(env, n):
-  tasks = np.repeat(np.arange(env.num_tasks), n)
-  idx = np.tile(np.arange(n), env.num_tasks)
-  return expert_success(env, tasks, idx).reshape(-1, n)
+  return expert_success(env, *task_state_grid(env.num_tasks, n)).reshape(-1, n)
 
 
 @pytest.mark.ci_full

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from envs import predicates as P
-from envs.expert_eval import expert_success
+from envs.expert_eval import expert_success, task_state_grid
 
 E = 6  # table, left pad, right pad, object a (3), support b (4), container c (5)
 
@@ -56,9 +56,7 @@ def test_joint_predicates():
 def test_expert_solves_every_spatial_task(spatial_blind):
   """Every task, several evaluation states each (the full 50 run in benchmarks/experts.py)."""
   n = 3
-  tasks = np.repeat(np.arange(spatial_blind.num_tasks), n)
-  idx = np.tile(np.arange(n), spatial_blind.num_tasks)
-  succ = expert_success(spatial_blind, tasks, idx).reshape(-1, n)
+  succ = expert_success(spatial_blind, *task_state_grid(spatial_blind.num_tasks, n)).reshape(-1, n)
   per_task = succ.mean(1)
   assert per_task.min() >= 2 / 3, per_task
   assert succ.mean() >= 0.9, per_task
