@@ -21,10 +21,21 @@ the 6 arm dims only, clipped to [-1, 1]), which visits states the clean expert
 would not and shows how it recovers; the RECORDED action is always the clean
 expert action of the visited state.
 
+DAgger-style relabelling: with ``--policy CKPT`` a policy checkpoint drives the
+worlds instead of the expert. Every K control steps (its chunk) the policy
+decodes an action chunk from the current observation (``--temperature``, 0 =
+greedy) and the chunk runs open-loop, except that with probability ``--beta``
+per world and chunk the expert acts instead (DAgger's mixture). The RECORDED
+action is again the clean expert action of every visited state, so the file
+holds the expert's corrections on the states the policy drives the scene into.
+``--keep all`` also writes the episodes that failed (for relabelled data those
+carry the most information); the default keeps successes only.
+
 Layout written (one file for all tasks of the suite)::
 
   data                      attrs: total, env_args (JSON), suite, image_size,
-                            instructions (JSON list), action_noise, seed
+                            instructions (JSON list), action_noise, seed,
+                            policy, beta, temperature, keep
   data/demo_i               attrs: num_samples, instruction, task_id
   data/demo_i/obs/agentview_rgb    uint8 [N, H, W, 3]
   data/demo_i/obs/eye_in_hand_rgb  uint8 [N, H, W, 3]
@@ -89,6 +100,44 @@ def make_block(env, block: int, action_noise: float):
   return jax.jit(run, donate_argnums=(0,))
 
 
+def make_policy_block(env, policy, params, beta: float, temperature: float):
+  """``run(state, alive, key) -> (state, alive, record)``: one chunk of K control steps.
+
+  The policy decodes a chunk from the batch's current observations (history 1); each
+  world runs it open-loop, or with probability ``beta`` runs the expert for this chunk.
+  Recorded actions are the expert's at the visited states. Same record as make_block.
+  """
+  from opd_jax import models  # pylint: disable=import-outside-toplevel
+  from opd_jax.policy import init_history  # pylint: disable=import-outside-toplevel
+
+  k = policy.cfg.chunk
+
+  def one_step(s, alive, use_expert, a_pol):
+    a = env.expert_action(s)
+    nxt = env.step(s, jnp.where(use_expert, a, a_pol))
+    nxt = jax.tree.map(lambda n, o: jnp.where(alive, n, o), nxt, s)   # frozen once ended
+    rec = dict(agentview=s.obs["agentview"], wrist=s.obs["wrist"], proprio=s.obs["proprio"],
+               action=a, reward=nxt.reward, done=nxt.done, valid=alive)
+    return nxt, alive & (nxt.done <= 0), rec
+
+  vstep = jax.vmap(one_step)
+
+  def run(state, alive, key):
+    k_tok, k_mix = jax.random.split(key)
+    logits = policy.logits(params, init_history(state.obs, policy.cfg.history))
+    chunk = policy.actions(models.sample_tokens(logits, k_tok, temperature))   # [B, K, 7]
+    use_expert = jax.random.uniform(k_mix, alive.shape) < beta
+
+    def body(carry, a_pol):
+      s, al = carry
+      s, al, rec = vstep(s, al, use_expert, a_pol)
+      return (s, al), rec
+    (state, alive), rec = jax.lax.scan(body, (state, alive), jnp.swapaxes(chunk, 0, 1)[:k])
+    return state, alive, rec
+
+  return jax.jit(run, donate_argnums=(0,))
+
+
 def write_demo(grp: h5py.Group, index: int, ep: dict, instruction: str, task_id: int,
                compression: str | None = "gzip") -> None:
   """Writes one episode (arrays with leading [N]) as ``demo_{index}``."""
@@ -111,7 +160,8 @@ def write_demo(grp: h5py.Group, index: int, ep: dict, instruction: str, task_id:
 def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, batch: int = 20,
             seed: int = 0, action_noise: float = 0.0, block: int = 10,
             max_attempts_factor: int = 3, tasks: list[int] | None = None, progress: bool = True,
-            env_kwargs: dict | None = None) -> dict:
+            env_kwargs: dict | None = None, policy: str = "", beta: float = 0.0,
+            temperature: float = 0.0, keep: str = "success") -> dict:
   """Collects and writes the file; returns per task id lists ``kept`` (written),
   ``succeeded`` (successful episodes, surplus ones included) and ``attempted``, and
   ``seconds``.
@@ -120,7 +170,16 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   worlds whose episode ended are refilled with a fresh attempt (the task with the fewest
   demos kept or under way), so no world idles while a slow episode finishes. A task is
   given up after ``max_attempts_factor * demos_per_task`` attempts.
+
+  ``policy`` (a checkpoint directory) switches to DAgger-style relabelling (module doc);
+  the block is then the policy's chunk. ``keep``: "success" or "all" episodes.
   """
+  if keep not in ("success", "all"):
+    raise ValueError(f"--keep must be 'success' or 'all', got {keep!r}")
+  if not 0.0 <= beta <= 1.0:
+    raise ValueError(f"--beta must be in [0, 1], got {beta}")
+  if temperature < 0:
+    raise ValueError(f"--temperature must be >= 0, got {temperature}")
   if demos_per_task < 1:
     raise ValueError(f"--demos_per_task must be >= 1, got {demos_per_task}")
   if batch < 1 or block < 1:
@@ -131,7 +190,20 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   bad = [t for t in tasks if not 0 <= t < env.num_tasks]
   if bad:
     raise ValueError(f"tasks {bad} out of range: {suite} has {env.num_tasks} tasks")
-  run = make_block(env, block, action_noise)
+  if policy:
+    from opd_jax import checkpoint  # pylint: disable=import-outside-toplevel
+    from opd_jax.policy import Policy, check_obs_matches  # pylint: disable=import-outside-toplevel
+    graphdef, params, pcfg, stats, _ = checkpoint.load_policy(policy)
+    check_obs_matches(pcfg, env, "--policy")
+    if pcfg.history != 1:
+      raise ValueError(f"--policy: only history-1 policies drive collection; {policy} has "
+                       f"history {pcfg.history}")
+    if action_noise > 0:
+      raise ValueError("--action_noise and --policy are exclusive")
+    run = make_policy_block(env, Policy.build(graphdef, pcfg, stats, env.instructions), params,
+                            beta, temperature)
+  else:
+    run = make_block(env, block, action_noise)
 
   def refill(state, keys, task_ids, fresh_mask):
     fresh = jax.vmap(env.reset)(keys, task_ids)
@@ -191,7 +263,7 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
         buffers[j] = []
         ok = len(ep["action"]) > 0 and ep["reward"][-1] > 0
         succeeded[t] += int(ok)
-        if ok and kept[t] < demos_per_task:
+        if (ok or (keep == "all" and len(ep["action"]) > 0)) and kept[t] < demos_per_task:
           write_demo(grp, n_written, ep, env.instructions[t], t)
           n_written += 1
           kept[t] += 1
@@ -216,6 +288,10 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
     grp.attrs["env_args"] = json.dumps(dict(env_name=suite, env_kwargs=env_kwargs))
     grp.attrs["action_noise"] = float(action_noise)
     grp.attrs["seed"] = int(seed)
+    grp.attrs["policy"] = os.path.basename(os.path.normpath(policy)) if policy else ""
+    grp.attrs["beta"] = float(beta)
+    grp.attrs["temperature"] = float(temperature)
+    grp.attrs["keep"] = keep
   if bar is not None:
     bar.close()
   os.replace(tmp, out)
@@ -234,16 +310,25 @@ def main(argv=None):
                   help="DART noise std on executed arm actions (recorded actions stay clean)")
   ap.add_argument("--block", type=int, default=10, help="control steps per compiled call")
   ap.add_argument("--tasks", default="", help="comma-separated task ids (default: all)")
+  ap.add_argument("--policy", default="", help="checkpoint that drives the worlds (DAgger "
+                  "relabelling: the expert's actions are recorded)")
+  ap.add_argument("--beta", type=float, default=0.0,
+                  help="with --policy: probability that the expert runs a chunk instead")
+  ap.add_argument("--temperature", type=float, default=0.0, help="with --policy: 0 = greedy")
+  ap.add_argument("--keep", default="success", choices=("success", "all"),
+                  help="write successful episodes only, or all that ran")
   args = ap.parse_args(argv)
   tasks = [int(t) for t in args.tasks.split(",")] if args.tasks else None
   r = collect(args.suite, args.demos_per_task, args.out, image_size=args.image_size,
               batch=args.batch, seed=args.seed, action_noise=args.action_noise, block=args.block,
-              tasks=tasks)
+              tasks=tasks, policy=args.policy, beta=args.beta, temperature=args.temperature,
+              keep=args.keep)
   print(f"{'task':>4} {'kept':>5} {'succeeded':>9} {'attempted':>9}")
   for t, (k, s, a) in enumerate(zip(r["kept"], r["succeeded"], r["attempted"])):
     if a:
       print(f"{t:>4} {k:>5} {s:>9} {a:>9}")
-  print(f"kept {sum(r['kept'])} demos; expert success {sum(r['succeeded'])}/{sum(r['attempted'])} "
+  who = "policy/expert mixture" if args.policy else "expert"
+  print(f"kept {sum(r['kept'])} episodes; {who} success {sum(r['succeeded'])}/{sum(r['attempted'])} "
         f"episodes; {r['seconds']:.0f}s -> {args.out}")
   short = [t for t, (k, a) in enumerate(zip(r["kept"], r["attempted"])) if a and k < args.demos_per_task]
   if short:

@@ -23,7 +23,8 @@ from opd_jax.rollout import rollout
 class Evaluator:
   """Compiles one greedy episode batch function per (suite, policy) and reuses it."""
 
-  def __init__(self, env, policy, *, episodes_per_task: int, batch: int, num_steps: int | None = None):
+  def __init__(self, env, policy, *, episodes_per_task: int, batch: int, num_steps: int | None = None,
+               execute: int | None = None):
     if episodes_per_task < 1:
       raise ValueError(f"config.eval.episodes_per_task must be >= 1, got {episodes_per_task}")
     if batch < 1:
@@ -31,13 +32,17 @@ class Evaluator:
     self.env, self.policy = env, policy
     self.episodes = episodes_per_task
     self.batch = batch
-    self.num_steps = num_steps or math.ceil(env.max_episode_steps / policy.cfg.chunk)
+    self.execute = execute or policy.cfg.chunk
+    if not 1 <= self.execute <= policy.cfg.chunk:
+      raise ValueError(f"config.eval.execute must be in [1, chunk={policy.cfg.chunk}], "
+                       f"got {self.execute}")
+    self.num_steps = num_steps or math.ceil(env.max_episode_steps / self.execute)
     self._run = jax.jit(self._episodes)
 
   def _episodes(self, params, tasks, index):
     state = jax.vmap(self.env.env.reset_eval)(tasks, index)
     r = rollout(self.env, self.policy, params, state, jax.random.PRNGKey(0), self.num_steps,
-                temperature=0.0)
+                temperature=0.0, execute=self.execute)
     frames = jnp.concatenate([r.hist[c][:, :, -1] for c in self.policy.cfg.cameras], axis=-2)
     return r.success, r.length, frames  # frames [T, B, H, W * cams, 3]
 
@@ -57,11 +62,12 @@ class Evaluator:
       length[start:start + len(part)] = np.asarray(ln)[:len(part)]
       for j in range(len(part)):
         if len(clips) < videos:
-          steps = max(1, math.ceil(float(ln[j]) / self.policy.cfg.chunk)) + 1
+          steps = max(1, math.ceil(float(ln[j]) / self.execute)) + 1
           clips.append((part[j], np.asarray(frames[:steps, j])))
     per_task = succ.reshape(n_tasks, self.episodes).mean(1)
     return dict(success=float(per_task.mean()), per_task=per_task.tolist(),
                 episode_length=float(length.mean()), episodes_per_task=self.episodes,
+                execute=self.execute,
                 instructions=list(self.env.instructions), clips=clips)
 
 
@@ -69,7 +75,8 @@ def write_report(result: dict, out_dir: str, title: str = "") -> str:
   """results.json, results.md and episode GIFs under ``out_dir``; returns the Markdown."""
   os.makedirs(out_dir, exist_ok=True)
   lines = [f"## {title or 'Evaluation'}", "",
-           f"Greedy, {result['episodes_per_task']} fixed initial states per task.", "",
+           f"Greedy, {result['episodes_per_task']} fixed initial states per task; "
+           f"{result.get('execute', '?')} actions of each chunk run before re-planning.", "",
            "| task | instruction | success |", "|---|---|---|"]
   for t, (s, ins) in enumerate(zip(result["per_task"], result["instructions"])):
     lines.append(f"| {t} | {ins} | {100 * s:.0f}% |")
@@ -101,6 +108,8 @@ def main(argv=None):
   ap.add_argument("--episodes", type=int, default=50, help="initial states per task")
   ap.add_argument("--batch", type=int, default=25)
   ap.add_argument("--videos", type=int, default=3)
+  ap.add_argument("--execute", type=int, default=0,
+                  help="actions of each chunk run before re-planning (default: the whole chunk)")
   ap.add_argument("--out", default="", help="output dir (default CHECKPOINT/eval)")
   args = ap.parse_args(argv)
   graphdef, params, cfg, stats, meta = checkpoint.load_policy(args.checkpoint)
@@ -112,7 +121,8 @@ def main(argv=None):
   env = BatchEnv(envs.make(suite, **env_kw))
   check_obs_matches(cfg, env.env, "evaluated")
   policy = Policy.build(graphdef, cfg, stats, env.instructions)
-  ev = Evaluator(env, policy, episodes_per_task=args.episodes, batch=args.batch)
+  ev = Evaluator(env, policy, episodes_per_task=args.episodes, batch=args.batch,
+                 execute=args.execute or None)
   result = ev(params, videos=args.videos)
   out = args.out or os.path.join(args.checkpoint, "eval")
   print(write_report(result, out, f"{suite}: {args.checkpoint}"))

@@ -43,12 +43,21 @@ class Rollout:
 
 def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int, *,
             temperature: float = 1.0, teacher=None, teacher_params=None,
-            teacher_temperature: float = 1.0, history: int | None = None) -> Rollout:
+            teacher_temperature: float = 1.0, history: int | None = None,
+            execute: int | None = None) -> Rollout:
   """Runs ``num_steps`` policy steps from the batched ``state``.
 
   env: a batched suite with ``step_chunk`` (envs.core.BatchEnv, no auto-reset:
     an iteration is a batch of episodes). temperature 0 decodes greedily.
+  execute: how many of the chunk's K actions run before the policy is queried
+    again (receding horizon; default all K). Tokens of the actions not run stay
+    in the loss mask while the world is alive: they are still the student's
+    samples on its own state, scored by the teacher on the same observation.
   """
+  k = student.cfg.chunk
+  execute = k if execute is None else int(execute)
+  if not 1 <= execute <= k:
+    raise ValueError(f"execute must be in [1, chunk={k}], got {execute}")
   if history is None:
     history = max(student.cfg.history, getattr(teacher, "history", 1))
   hist = init_history(state.obs, history)
@@ -65,13 +74,16 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
     if teacher is not None:
       t_logits = teacher.logits(teacher_params, state, hist)
       t_logp = jax.nn.log_softmax(jax.lax.stop_gradient(t_logits) / teacher_temperature, -1)
-    nxt, executed = env.step_chunk(state, student.actions(tokens))
-    executed = executed * alive[:, None]                       # [B, K]
+    nxt, executed = env.step_chunk(state, student.actions(tokens)[:, :execute])
+    executed = executed * alive[:, None]                       # [B, execute]
     ended = alive * (nxt.done > 0)
     success = jnp.maximum(success, ended * nxt.info["success"])
     finished = jnp.maximum(finished, ended)
     length = length + executed.sum(-1)
     msums = {n: msums[n] + alive * nxt.metrics[n] for n in msums}
+    if execute < k:   # the tail that never ran counts while the world was alive
+      tail = jnp.broadcast_to(executed[:, -1:], (b, k - execute))
+      executed = jnp.concatenate([executed, tail], axis=1)     # [B, K]
     mask = jnp.broadcast_to(executed[:, :, None], tokens.shape).astype(jnp.float32)
     out = dict(hist=hist, tokens=tokens, behaviour_logp=blogp, teacher_logp=t_logp, mask=mask)
     carry = (nxt, push_history(hist, nxt.obs), alive * (1.0 - ended), success, finished,

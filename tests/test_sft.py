@@ -181,3 +181,31 @@ def test_random_shift_moves_content():
   assert all(abs(r - 8) <= 3 and abs(c - 8) <= 3 for r, c in pos)
   assert len(set(pos)) > 1
   np.testing.assert_array_equal(sft.random_shift(img, jax.random.PRNGKey(0), 0), img)
+
+
+def test_dagger_collection_relabels_policy_states(trained, tmp_path):
+  """collect --policy: the checkpoint drives the worlds, the expert's action is recorded.
+  With beta=1 the expert runs every chunk (an expert trajectory); with beta=0 the policy
+  does, from the same initial states: same first observation and recorded action, then the
+  states part ways while the recorded actions stay the expert's."""
+  wd, _ = trained
+  kw = dict(image_size=SIZE, batch=2, seed=3, tasks=[0], progress=False, keep="all",
+            policy=wd, env_kwargs=dict(max_episode_steps=24))
+  paths = {b: str(tmp_path / f"beta{b}.hdf5") for b in (1.0, 0.0)}
+  for b, p in paths.items():
+    r = collect.collect("libero_spatial", 2, p, beta=b, **kw)
+    assert r["kept"][0] == 2, r
+  with h5py.File(paths[1.0]) as fe, h5py.File(paths[0.0]) as fp:
+    assert fp["data"].attrs["keep"] == "all" and fp["data"].attrs["beta"] == 0.0
+    for name in ("demo_0", "demo_1"):
+      e, p = fe["data"][name], fp["data"][name]
+      assert int(e.attrs["num_samples"]) == int(p.attrs["num_samples"]) == 24   # time limit
+      ee, pe = e["obs/ee_states"][()], p["obs/ee_states"][()]
+      np.testing.assert_allclose(pe[0], ee[0], atol=1e-6)          # same initial state
+      np.testing.assert_allclose(p["actions"][0], e["actions"][0], atol=1e-6)
+      assert np.abs(pe[-1, :3] - ee[-1, :3]).max() > 1e-3          # the policy went elsewhere
+      assert not p["rewards"][()].any() and p["dones"][-1] == 1    # failures are kept
+  # the relabelled file loads like any demo file
+  assert data.load(paths[0.0]).ep_len.tolist() == [24, 24]
+  with pytest.raises(ValueError, match="beta"):
+    collect.collect("libero_spatial", 1, str(tmp_path / "x.hdf5"), beta=1.5, **kw)
