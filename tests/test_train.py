@@ -13,6 +13,8 @@ import envs
 from configs import libero as libero_config
 from opd_jax import actions as act
 from opd_jax import checkpoint, models, parallel, teachers, train
+from opd_jax import evaluate as eval_lib
+from opd_jax import rollout as rollout_lib
 from opd_jax.logging import read_jsonl
 from opd_jax.policy import Policy
 
@@ -256,3 +258,34 @@ def test_eight_devices_match_one_device(tmp_path):
   assert m8["rollout/control_steps"] == m1["rollout/control_steps"] > 0
   for k in ("train/loss", "train/reverse_kl", "train/entropy", "rollout/dense_reward"):
     assert abs(m1[k] - m8[k]) <= 1e-4 * (1 + abs(m1[k])), (k, m1[k], m8[k])
+
+
+def test_receding_horizon_rollout_and_eval(tmp_path):
+  """rollout(execute=H) runs H of the K chunk actions per policy step: twice the policy steps
+  for half the chunk; tokens of the unrun tail stay in the mask while the world is alive and
+  leave it when the episode has ended; an H outside [1, K] is refused."""
+  su = train.setup(small_config(tmp_path))
+  benv, student, params = su["benv"], su["student"], su["params"]
+  state = jax.jit(benv.reset)(jax.random.split(jax.random.PRNGKey(2), 2), jnp.array([0, 3]))
+
+  def run(execute, steps):
+    f = jax.jit(lambda p, s: rollout_lib.rollout(benv, student, p, s, jax.random.PRNGKey(0), steps,
+                                                 temperature=0.0, execute=execute))
+    return jax.device_get(f(params, state))
+
+  half = run(2, 5)       # 8-step episodes: 4 policy steps of 2 actions, then one after the end
+  np.testing.assert_array_equal(half.length, [8, 8])
+  np.testing.assert_array_equal(half.finished, [1, 1])
+  assert half.mask[:4].min() == 1.0 and half.mask[4].max() == 0.0
+  whole = run(None, 3)   # 2 policy steps of 4 actions
+  np.testing.assert_array_equal(whole.length, [8, 8])
+  assert whole.mask[:2].min() == 1.0 and whole.mask[2].max() == 0.0
+  # the first policy step sees the same observation, so it decodes the same chunk
+  np.testing.assert_array_equal(half.tokens[0], whole.tokens[0])
+  with pytest.raises(ValueError, match="execute"):
+    rollout_lib.rollout(benv, student, params, state, jax.random.PRNGKey(0), 1, execute=5)
+  ev = eval_lib.Evaluator(benv, student, episodes_per_task=1, batch=10, execute=2)
+  assert ev.num_steps == 4
+  assert ev(params)["execute"] == 2
+  with pytest.raises(ValueError, match="eval.execute"):
+    eval_lib.Evaluator(benv, student, episodes_per_task=1, batch=10, execute=9)
