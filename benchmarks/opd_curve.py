@@ -44,8 +44,9 @@ def main():
   ap.add_argument("runs", nargs="+")
   ap.add_argument("--labels", default="")
   ap.add_argument("--out", default="benchmarks/opd_curve.png")
-  ap.add_argument("--mark", default="", help="ITERATION:text, a vertical line on every panel "
-                  "(e.g. where a run's teacher was changed), at the first run's env steps")
+  ap.add_argument("--mark", action="append", default=[],
+                  help="ITERATION:text, a vertical line on every panel (e.g. where a run was "
+                  "resumed or its teacher changed), at the first run's env steps; repeatable")
   ap.add_argument("--smooth", type=int, default=10, help="moving average of rollout success")
   args = ap.parse_args()
   labels = args.labels.split(",") if args.labels else [os.path.basename(r.rstrip("/")) for r in args.runs]
@@ -56,8 +57,13 @@ def main():
   table = ["| run | iteration | env steps | greedy eval success |", "|---|---|---|---|"]
   for run, label in zip(args.runs, labels):
     train, evals, cum = load(run)
-    if args.mark and run == args.runs[0]:
-      it, text = args.mark.split(":", 1)
+    for mark in (args.mark if run == args.runs[0] else []):
+      it, sep, text = mark.partition(":")
+      if not sep or not it.strip().isdigit():
+        raise SystemExit(f"--mark {mark!r}: expected ITERATION:text")
+      if int(it) not in cum:
+        raise SystemExit(f"--mark {mark!r}: {run} logged no iteration {it} "
+                         f"(it has {min(cum)}..{max(cum)})")
       for a in axes:
         a.axvline(cum[int(it)], color="grey", ls="--", lw=1)
       axes[0].annotate(text, (cum[int(it)], 0), rotation=90, va="bottom", ha="right", fontsize=8)

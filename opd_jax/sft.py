@@ -201,6 +201,8 @@ def run(config, *, progress: bool = True) -> TrainState:
     # checkpoint; the optimiser and its schedule start afresh
     _, init_params, cfg, init_stats, _ = checkpoint.load_policy(init)
     check_obs_matches(cfg, env, "sft.init")
+    print(f"sft.init: the architecture is {init}'s ({cfg.size}, {cfg.num_layers} layers, width "
+          f"{cfg.width}); config.student.model is not used")
   else:
     cfg = model_config_from(config, env)
 
