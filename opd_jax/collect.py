@@ -21,21 +21,34 @@ the 6 arm dims only, clipped to [-1, 1]), which visits states the clean expert
 would not and shows how it recovers; the RECORDED action is always the clean
 expert action of the visited state.
 
-DAgger-style relabelling: with ``--policy CKPT`` a policy checkpoint drives the
-worlds instead of the expert. Every K control steps (its chunk) the policy
-decodes an action chunk from the current observation (``--temperature``, 0 =
-greedy) and the chunk runs open-loop, except that with probability ``--beta``
-per world and chunk the expert acts instead (DAgger's mixture). The RECORDED
-action is again the clean expert action of every visited state, so the file
-holds the expert's corrections on the states the policy drives the scene into.
-``--keep all`` also writes the episodes that failed (for relabelled data those
-carry the most information); the default keeps successes only.
+Policy-driven collection: with ``--policy CKPT`` a policy checkpoint drives
+the worlds for part of each episode. Every K control steps (its chunk) the
+policy decodes an action chunk from the current observation (``--temperature``,
+0 = greedy) and runs it open-loop. Two modes:
+
+- ``--handover N`` (recovery demos): in each episode the policy drives the first
+  ``h`` control steps, ``h`` drawn uniformly from 0..N, then the expert takes
+  over and finishes the episode. Only the expert's part is recorded, so every
+  written episode is a genuine expert demonstration (its actions are the ones
+  executed, and a chunk of them is the expert's own plan) that starts from a
+  state the policy drove the scene into.
+- ``--beta p`` (DAgger relabelling): the policy drives the whole episode except
+  that, with probability ``p`` per world and chunk, the expert acts instead; the
+  RECORDED action is the clean expert action of every visited state. Caution,
+  measured: for a chunked policy this data is harmful. The chunk target built
+  from consecutive relabelled steps repeats one correction K times (the policy,
+  not the expert, moved the world between them), so a policy trained on it
+  over-corrects (a 52% teacher fell to 4% after fine-tuning on it;
+  benchmarks/RESULTS.md). It suits a policy that re-plans every step.
+
+``--keep all`` also writes the episodes that failed; the default keeps
+successes only.
 
 Layout written (one file for all tasks of the suite)::
 
   data                      attrs: total, env_args (JSON), suite, image_size,
                             instructions (JSON list), action_noise, seed,
-                            policy, beta, temperature, keep
+                            policy, beta, handover, temperature, keep
   data/demo_i               attrs: num_samples, instruction, task_id
   data/demo_i/obs/agentview_rgb    uint8 [N, H, W, 3]
   data/demo_i/obs/eye_in_hand_rgb  uint8 [N, H, W, 3]
@@ -101,28 +114,34 @@ def make_block(env, block: int, action_noise: float):
 
 
 def make_policy_block(env, policy, params, beta: float, temperature: float):
-  """``run(state, alive, key) -> (state, alive, record)``: one chunk of K control steps.
+  """``run(state, alive, key, handover) -> (state, alive, record)``: one chunk of K steps.
 
-  The policy decodes a chunk from the batch's current observations (history 1); each
-  world runs it open-loop, or with probability ``beta`` runs the expert for this chunk.
-  Recorded actions are the expert's at the visited states. Same record as make_block.
+  The policy decodes a chunk from the batch's current observations (history 1).
+  handover int32 [B]: for a world with handover >= 0 the expert acts (and the step is
+  recorded) from episode step ``handover`` on, the policy before it; for handover < 0
+  the world runs the policy's chunk, or with probability ``beta`` the expert's, and
+  every step is recorded. Recorded actions are the expert's at the visited states.
+  Same record as make_block.
   """
   from opd_jax import models  # pylint: disable=import-outside-toplevel
   from opd_jax.policy import init_history  # pylint: disable=import-outside-toplevel
 
   k = policy.cfg.chunk
 
-  def one_step(s, alive, use_expert, a_pol):
+  def one_step(s, alive, use_expert, handover, a_pol):
     a = env.expert_action(s)
-    nxt = env.step(s, jnp.where(use_expert, a, a_pol))
+    handed = s.info["step"] >= handover
+    expert_acts = jnp.where(handover >= 0, handed, use_expert)
+    nxt = env.step(s, jnp.where(expert_acts, a, a_pol))
     nxt = jax.tree.map(lambda n, o: jnp.where(alive, n, o), nxt, s)   # frozen once ended
     rec = dict(agentview=s.obs["agentview"], wrist=s.obs["wrist"], proprio=s.obs["proprio"],
-               action=a, reward=nxt.reward, done=nxt.done, valid=alive)
+               action=a, reward=nxt.reward, done=nxt.done,
+               valid=alive & ((handover < 0) | handed))
     return nxt, alive & (nxt.done <= 0), rec
 
   vstep = jax.vmap(one_step)
 
-  def run(state, alive, key):
+  def run(state, alive, key, handover):
     k_tok, k_mix = jax.random.split(key)
     logits = policy.logits(params, init_history(state.obs, policy.cfg.history))
     chunk = policy.actions(models.sample_tokens(logits, k_tok, temperature))   # [B, K, 7]
@@ -130,7 +149,7 @@ def make_policy_block(env, policy, params, beta: float, temperature: float):
 
     def body(carry, a_pol):
       s, al = carry
-      s, al, rec = vstep(s, al, use_expert, a_pol)
+      s, al, rec = vstep(s, al, use_expert, handover, a_pol)
       return (s, al), rec
     (state, alive), rec = jax.lax.scan(body, (state, alive), jnp.swapaxes(chunk, 0, 1)[:k])
     return state, alive, rec
@@ -161,7 +180,7 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
             seed: int = 0, action_noise: float = 0.0, block: int = 10,
             max_attempts_factor: int = 3, tasks: list[int] | None = None, progress: bool = True,
             env_kwargs: dict | None = None, policy: str = "", beta: float = 0.0,
-            temperature: float = 0.0, keep: str = "success") -> dict:
+            temperature: float = 0.0, keep: str = "success", handover: int = -1) -> dict:
   """Collects and writes the file; returns per task id lists ``kept`` (written),
   ``succeeded`` (successful episodes, surplus ones included) and ``attempted``, and
   ``seconds``.
@@ -171,8 +190,10 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   demos kept or under way), so no world idles while a slow episode finishes. A task is
   given up after ``max_attempts_factor * demos_per_task`` attempts.
 
-  ``policy`` (a checkpoint directory) switches to DAgger-style relabelling (module doc);
-  the block is then the policy's chunk. ``keep``: "success" or "all" episodes.
+  ``policy`` (a checkpoint directory) lets a policy drive the worlds (module doc): with
+  ``handover >= 0`` it drives the first 0..handover steps of each episode and the expert
+  finishes (recorded), otherwise DAgger relabelling with ``beta``. The block is then the
+  policy's chunk. ``keep``: "success" or "all" episodes.
   """
   if keep not in ("success", "all"):
     raise ValueError(f"--keep must be 'success' or 'all', got {keep!r}")
@@ -200,10 +221,21 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
                        f"history {pcfg.history}")
     if action_noise > 0:
       raise ValueError("--action_noise and --policy are exclusive")
+    if handover >= 0 and beta > 0:
+      raise ValueError("--handover and --beta are exclusive (two ways to mix in the expert)")
     run = make_policy_block(env, Policy.build(graphdef, pcfg, stats, env.instructions), params,
                             beta, temperature)
+  elif handover >= 0:
+    raise ValueError("--handover needs --policy (the policy that drives before the expert)")
   else:
-    run = make_block(env, block, action_noise)
+    expert_run = make_block(env, block, action_noise)
+    run = lambda state, alive, key, handover: expert_run(state, alive, key)  # noqa: E731
+
+  def handover_of(slot) -> int:
+    """Control steps the policy drives before the expert takes over (-1: not that mode)."""
+    if handover < 0 or slot is None:
+      return -1
+    return int(np.random.default_rng([seed, *slot]).integers(0, handover + 1))
 
   def refill(state, keys, task_ids, fresh_mask):
     fresh = jax.vmap(env.reset)(keys, task_ids)
@@ -243,10 +275,12 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
     keys = jnp.stack([collection_key(seed, *s) if s else jax.random.PRNGKey(0) for s in slots])
     state = reset(keys, jnp.asarray([s[0] if s else live[0][0] for s in slots], jnp.int32))
     alive = jnp.asarray([s is not None for s in slots])
+    hand = np.asarray([handover_of(s) for s in slots], np.int32)
     buffers = [[] for _ in range(batch)]
     n_block = 0
     while any(s is not None for s in slots):
-      state, alive, rec = run(state, alive, jax.random.fold_in(jax.random.PRNGKey(seed), n_block))
+      state, alive, rec = run(state, alive, jax.random.fold_in(jax.random.PRNGKey(seed), n_block),
+                              jnp.asarray(hand))
       n_block += 1
       rec, alive_np = jax.device_get((rec, alive))
       refills = []
@@ -270,6 +304,7 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
           if bar is not None:
             bar.update(1)
         slots[j] = assign()
+        hand[j] = handover_of(slots[j])
         if slots[j] is not None:
           refills.append(j)
       if refills:
@@ -290,6 +325,7 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
     grp.attrs["seed"] = int(seed)
     grp.attrs["policy"] = os.path.basename(os.path.normpath(policy)) if policy else ""
     grp.attrs["beta"] = float(beta)
+    grp.attrs["handover"] = int(handover)
     grp.attrs["temperature"] = float(temperature)
     grp.attrs["keep"] = keep
   if bar is not None:
@@ -314,6 +350,9 @@ def main(argv=None):
                   "relabelling: the expert's actions are recorded)")
   ap.add_argument("--beta", type=float, default=0.0,
                   help="with --policy: probability that the expert runs a chunk instead")
+  ap.add_argument("--handover", type=int, default=-1,
+                  help="with --policy: it drives the first 0..N control steps of each episode, "
+                  "then the expert finishes and only the expert's part is recorded")
   ap.add_argument("--temperature", type=float, default=0.0, help="with --policy: 0 = greedy")
   ap.add_argument("--keep", default="success", choices=("success", "all"),
                   help="write successful episodes only, or all that ran")
@@ -322,7 +361,7 @@ def main(argv=None):
   r = collect(args.suite, args.demos_per_task, args.out, image_size=args.image_size,
               batch=args.batch, seed=args.seed, action_noise=args.action_noise, block=args.block,
               tasks=tasks, policy=args.policy, beta=args.beta, temperature=args.temperature,
-              keep=args.keep)
+              keep=args.keep, handover=args.handover)
   print(f"{'task':>4} {'kept':>5} {'succeeded':>9} {'attempted':>9}")
   for t, (k, s, a) in enumerate(zip(r["kept"], r["succeeded"], r["attempted"])):
     if a:

@@ -183,29 +183,42 @@ def test_random_shift_moves_content():
   np.testing.assert_array_equal(sft.random_shift(img, jax.random.PRNGKey(0), 0), img)
 
 
-def test_dagger_collection_relabels_policy_states(trained, tmp_path):
-  """collect --policy: the checkpoint drives the worlds, the expert's action is recorded.
-  With beta=1 the expert runs every chunk (an expert trajectory); with beta=0 the policy
-  does, from the same initial states: same first observation and recorded action, then the
-  states part ways while the recorded actions stay the expert's."""
+def test_policy_driven_collection(trained, tmp_path):
+  """collect --policy: the checkpoint drives the worlds. handover=0: the expert drives from
+  the first step (an expert trajectory). beta=0 (DAgger relabelling): the policy drives the
+  whole episode from the same initial states, so the first observation and recorded action
+  agree, then the states part ways while the recorded actions stay the expert's.
+  handover=N: the policy drives h ~ U{0..N} steps, and only the expert's part is written."""
   wd, _ = trained
   kw = dict(image_size=SIZE, batch=2, seed=3, tasks=[0], progress=False, keep="all",
-            policy=wd, env_kwargs=dict(max_episode_steps=24))
-  paths = {b: str(tmp_path / f"beta{b}.hdf5") for b in (1.0, 0.0)}
-  for b, p in paths.items():
-    r = collect.collect("libero_spatial", 2, p, beta=b, **kw)
-    assert r["kept"][0] == 2, r
-  with h5py.File(paths[1.0]) as fe, h5py.File(paths[0.0]) as fp:
+            policy=wd, env_kwargs=dict(max_episode_steps=16))
+  paths = {m: str(tmp_path / f"{m}.hdf5") for m in ("expert", "relabel", "handover")}
+  for mode, p in paths.items():
+    extra = dict(expert=dict(handover=0), relabel=dict(beta=0.0), handover=dict(handover=8))[mode]
+    r = collect.collect("libero_spatial", 2, p, **kw, **extra)
+    assert r["kept"][0] == 2, (mode, r)
+  with h5py.File(paths["expert"]) as fe, h5py.File(paths["relabel"]) as fp:
     assert fp["data"].attrs["keep"] == "all" and fp["data"].attrs["beta"] == 0.0
     for name in ("demo_0", "demo_1"):
       e, p = fe["data"][name], fp["data"][name]
-      assert int(e.attrs["num_samples"]) == int(p.attrs["num_samples"]) == 24   # time limit
+      assert int(e.attrs["num_samples"]) == int(p.attrs["num_samples"]) == 16   # time limit
       ee, pe = e["obs/ee_states"][()], p["obs/ee_states"][()]
       np.testing.assert_allclose(pe[0], ee[0], atol=1e-6)          # same initial state
       np.testing.assert_allclose(p["actions"][0], e["actions"][0], atol=1e-6)
       assert np.abs(pe[-1, :3] - ee[-1, :3]).max() > 1e-3          # the policy went elsewhere
       assert not p["rewards"][()].any() and p["dones"][-1] == 1    # failures are kept
-  # the relabelled file loads like any demo file
-  assert data.load(paths[0.0]).ep_len.tolist() == [24, 24]
+  with h5py.File(paths["handover"]) as fh, h5py.File(paths["expert"]) as fe:
+    assert int(fh["data"].attrs["handover"]) == 8
+    lengths = sorted(int(fh["data"][n].attrs["num_samples"]) for n in fh["data"])
+    hs = [int(np.random.default_rng([3, 0, a]).integers(0, 9)) for a in range(2)]
+    assert lengths == sorted(16 - h for h in hs), (lengths, hs)
+    for n in fh["data"]:   # a recording that starts after a policy prefix starts elsewhere
+      if int(fh["data"][n].attrs["num_samples"]) < 16:
+        start = fh["data"][n]["obs/ee_states"][0]
+        assert min(np.abs(start - fe["data"][m]["obs/ee_states"][0]).max() for m in fe["data"]) > 1e-4
+  # relabelled data loads like any demo file
+  assert data.load(paths["relabel"]).ep_len.tolist() == [16, 16]
   with pytest.raises(ValueError, match="beta"):
     collect.collect("libero_spatial", 1, str(tmp_path / "x.hdf5"), beta=1.5, **kw)
+  with pytest.raises(ValueError, match="exclusive"):
+    collect.collect("libero_spatial", 1, str(tmp_path / "x.hdf5"), beta=0.5, handover=4, **kw)
