@@ -34,7 +34,7 @@ class Evaluator:
     self.batch = batch
     self.execute = execute or policy.cfg.chunk
     if not 1 <= self.execute <= policy.cfg.chunk:
-      raise ValueError(f"config.eval.execute must be in [1, chunk={policy.cfg.chunk}], "
+      raise ValueError(f"evaluate: execute must be in [1, chunk={policy.cfg.chunk}], "
                        f"got {self.execute}")
     self.num_steps = num_steps or math.ceil(env.max_episode_steps / self.execute)
     self._run = jax.jit(self._episodes)

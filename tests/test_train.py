@@ -286,5 +286,5 @@ def test_receding_horizon_rollout_and_eval(tmp_path):
     rollout_lib.rollout(benv, student, params, state, jax.random.PRNGKey(0), 1, execute=5)
   ev = eval_lib.Evaluator(benv, student, episodes_per_task=1, batch=10, execute=2)
   assert ev.num_steps == 4 and ev.execute == 2   # (running it would be one more compile)
-  with pytest.raises(ValueError, match="eval.execute"):
+  with pytest.raises(ValueError, match="evaluate: execute"):
     eval_lib.Evaluator(benv, student, episodes_per_task=1, batch=10, execute=9)
