@@ -82,6 +82,16 @@ def collection_key(seed: int, task: int, attempt: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(k, task), attempt)
 
 
+def _step_and_record(env, s, alive, executed, expert, valid):
+  """One control step of one world that runs ``executed``; a world whose episode ended stays
+  frozen. Returns (next state, still alive, record of this step with the expert's action)."""
+  nxt = env.step(s, executed)
+  nxt = jax.tree.map(lambda n, o: jnp.where(alive, n, o), nxt, s)   # frozen once ended
+  rec = dict(agentview=s.obs["agentview"], wrist=s.obs["wrist"], proprio=s.obs["proprio"],
+             action=expert, reward=nxt.reward, done=nxt.done, valid=valid)
+  return nxt, alive & (nxt.done <= 0), rec
+
+
 def make_block(env, block: int, action_noise: float):
   """``run(state, alive, key) -> (state, alive, record)``: ``block`` expert steps of a batch.
 
@@ -93,11 +103,7 @@ def make_block(env, block: int, action_noise: float):
   def one_step(s, alive, key):
     a = env.expert_action(s)
     noisy = jnp.clip(a + action_noise * noise_mask * jax.random.normal(key, a.shape), -1.0, 1.0)
-    nxt = env.step(s, noisy if action_noise > 0 else a)
-    nxt = jax.tree.map(lambda n, o: jnp.where(alive, n, o), nxt, s)   # frozen once ended
-    rec = dict(agentview=s.obs["agentview"], wrist=s.obs["wrist"], proprio=s.obs["proprio"],
-               action=a, reward=nxt.reward, done=nxt.done, valid=alive)
-    return nxt, alive & (nxt.done <= 0), rec
+    return _step_and_record(env, s, alive, noisy if action_noise > 0 else a, a, alive)
 
   vstep = jax.vmap(one_step)
 
@@ -126,18 +132,12 @@ def make_policy_block(env, policy, params, beta: float, temperature: float):
   from opd_jax import models  # pylint: disable=import-outside-toplevel
   from opd_jax.policy import init_history  # pylint: disable=import-outside-toplevel
 
-  k = policy.cfg.chunk
-
   def one_step(s, alive, use_expert, handover, a_pol):
     a = env.expert_action(s)
     handed = s.info["step"] >= handover
     expert_acts = jnp.where(handover >= 0, handed, use_expert)
-    nxt = env.step(s, jnp.where(expert_acts, a, a_pol))
-    nxt = jax.tree.map(lambda n, o: jnp.where(alive, n, o), nxt, s)   # frozen once ended
-    rec = dict(agentview=s.obs["agentview"], wrist=s.obs["wrist"], proprio=s.obs["proprio"],
-               action=a, reward=nxt.reward, done=nxt.done,
-               valid=alive & ((handover < 0) | handed))
-    return nxt, alive & (nxt.done <= 0), rec
+    return _step_and_record(env, s, alive, jnp.where(expert_acts, a, a_pol), a,
+                            alive & ((handover < 0) | handed))
 
   vstep = jax.vmap(one_step)
 
@@ -151,7 +151,7 @@ def make_policy_block(env, policy, params, beta: float, temperature: float):
       s, al = carry
       s, al, rec = vstep(s, al, use_expert, handover, a_pol)
       return (s, al), rec
-    (state, alive), rec = jax.lax.scan(body, (state, alive), jnp.swapaxes(chunk, 0, 1)[:k])
+    (state, alive), rec = jax.lax.scan(body, (state, alive), jnp.swapaxes(chunk, 0, 1))
     return state, alive, rec
 
   return jax.jit(run, donate_argnums=(0,))

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from opd_jax.rollout import rollout
+from opd_jax.rollout import check_execute, rollout
 
 
 class Evaluator:
@@ -32,10 +32,7 @@ class Evaluator:
     self.env, self.policy = env, policy
     self.episodes = episodes_per_task
     self.batch = batch
-    self.execute = execute or policy.cfg.chunk
-    if not 1 <= self.execute <= policy.cfg.chunk:
-      raise ValueError(f"evaluate: execute must be in [1, chunk={policy.cfg.chunk}], "
-                       f"got {self.execute}")
+    self.execute = check_execute(execute, policy.cfg.chunk)
     self.num_steps = num_steps or math.ceil(env.max_episode_steps / self.execute)
     self._run = jax.jit(self._episodes)
 

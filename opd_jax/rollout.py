@@ -41,6 +41,14 @@ class Rollout:
                 teacher_logp=self.teacher_logp, mask=self.mask)
 
 
+def check_execute(execute: int | None, chunk: int) -> int:
+  """The receding horizon: ``execute`` (None = the whole chunk), refused outside [1, chunk]."""
+  execute = chunk if execute is None else int(execute)
+  if not 1 <= execute <= chunk:
+    raise ValueError(f"execute must be in [1, chunk={chunk}], got {execute}")
+  return execute
+
+
 def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int, *,
             temperature: float = 1.0, teacher=None, teacher_params=None,
             teacher_temperature: float = 1.0, history: int | None = None,
@@ -55,9 +63,7 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
     samples on its own state, scored by the teacher on the same observation.
   """
   k = student.cfg.chunk
-  execute = k if execute is None else int(execute)
-  if not 1 <= execute <= k:
-    raise ValueError(f"execute must be in [1, chunk={k}], got {execute}")
+  execute = check_execute(execute, k)
   if history is None:
     history = max(student.cfg.history, getattr(teacher, "history", 1))
   hist = init_history(state.obs, history)
@@ -74,7 +80,7 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
     if teacher is not None:
       t_logits = teacher.logits(teacher_params, state, hist)
       t_logp = jax.nn.log_softmax(jax.lax.stop_gradient(t_logits) / teacher_temperature, -1)
-    nxt, executed = env.step_chunk(state, student.actions(tokens)[:, :execute])
+    nxt, executed = env.step_chunk(state, student.actions(tokens[:, :execute]))
     executed = executed * alive[:, None]                       # [B, execute]
     ended = alive * (nxt.done > 0)
     success = jnp.maximum(success, ended * nxt.info["success"])

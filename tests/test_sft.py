@@ -192,10 +192,10 @@ def test_policy_driven_collection(trained, tmp_path):
   wd, _ = trained
   kw = dict(image_size=SIZE, batch=2, seed=3, tasks=[0], progress=False, keep="all",
             policy=wd, env_kwargs=dict(max_episode_steps=16))
-  paths = {m: str(tmp_path / f"{m}.hdf5") for m in ("expert", "relabel", "handover")}
-  for mode, p in paths.items():
-    extra = dict(expert=dict(handover=0), relabel=dict(beta=0.0), handover=dict(handover=8))[mode]
-    r = collect.collect("libero_spatial", 2, p, **kw, **extra)
+  modes = {"expert": {"handover": 0}, "relabel": {"beta": 0.0}, "handover": {"handover": 8}}
+  paths = {m: str(tmp_path / f"{m}.hdf5") for m in modes}
+  for mode, extra in modes.items():
+    r = collect.collect("libero_spatial", 2, paths[mode], **kw, **extra)
     assert r["kept"][0] == 2, (mode, r)
   with h5py.File(paths["expert"]) as fe, h5py.File(paths["relabel"]) as fp:
     assert fp["data"].attrs["keep"] == "all" and fp["data"].attrs["beta"] == 0.0
