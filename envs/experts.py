@@ -255,6 +255,13 @@ def act(priv: dict, goals: jax.Array, stages: jax.Array) -> jax.Array:
   pads = priv["touch"][P.LEFT_PAD] | priv["touch"][P.RIGHT_PAD]
   stray = jnp.any(pads & priv["ent_movable"] & (jnp.arange(pads.shape[0]) != obj))
   stray = stray & ~_holding(priv, obj)
+  if priv["joint_q"].shape[0]:
+    # Likewise the pads still at a handle the stage is not about (the drawer just opened):
+    # rise clear of it first. Leaving sideways at handle height swept the open pads across
+    # it and knocked the drawer shut again.
+    hp = priv["ent_pos"][priv["art_handle"]]
+    near = jnp.linalg.norm(hp - priv["tcp_pos"], axis=-1) < 0.04
+    stray = stray | jnp.any(near & (priv["art_handle"] != obj))
   return jnp.where(jnp.all(stages) | stray, retreat(priv), action)
 
 
