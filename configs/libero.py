@@ -25,7 +25,7 @@ def model_config(size: str = "nano") -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       size=size, num_layers=-1, width=-1, num_heads=-1, mlp_dim=-1,
       chunk=8, history=1, num_readouts=1, text_len=32, vocab_size=4096, dropout=0.0,
-      proprio_encoding="pose_rotvec"))
+      proprio_encoding="pose_rotvec", action_head_hidden=0))
 
 
 def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:

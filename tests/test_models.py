@@ -359,3 +359,38 @@ def test_pose_rotvec_features_are_continuous_across_the_pi_flip():
   np.testing.assert_array_equal(f[:, -2:], p[:, -2:])
   with pytest.raises(ValueError, match="proprio_encoding"):
     models.ModelConfig(size="nano", proprio_encoding="quaternion")
+
+
+def test_token_decoder_head_fits_per_sample_targets():
+  """action_head_hidden > 0: the shared token decoder gives [B, K, D, V] logits and can
+  memorise different bins for every token of two different observations (a head that ignored
+  the observation, or tied tokens together, could not)."""
+  import optax
+  cfg = ModelConfig(size="nano", action_head_hidden=16)
+  assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+  old = {k: v for k, v in ModelConfig(size="nano").to_dict().items() if k != "action_head_hidden"}
+  assert ModelConfig.from_dict(old).action_head_hidden == 0  # checkpoints before the field
+  with pytest.raises(ValueError, match="action_head_hidden"):
+    ModelConfig(size="nano", action_head_hidden=-1)
+  graphdef, params = models.make_policy(cfg, 0)
+  linear = models.param_count(models.make_policy(ModelConfig(size="nano"), 0)[1])
+  assert models.param_count(params) < linear  # 64 x 56 x 16 + 16 x 256 << 64 x 56 x 256
+  obs, (ids, mask) = _obs(cfg, 2, 3), _text(2, cfg)
+  targets = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 8, 7)))
+  tx = optax.adam(3e-3)
+
+  @jax.jit
+  def step(p, s):
+    def loss(p):
+      logits = models.apply(graphdef, p, obs, ids, mask)["logits"]
+      return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean(), logits
+    (l, logits), g = jax.value_and_grad(loss, has_aux=True)(p)
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s, l, logits
+
+  s = tx.init(params)
+  for _ in range(150):
+    params, s, l, logits = step(params, s)
+  assert logits.shape == (2, 8, 7, 256)
+  acc = float((jnp.argmax(logits, -1) == targets).mean())
+  assert acc > 0.95, (acc, float(l))

@@ -52,6 +52,12 @@ class ModelConfig:
   # which is continuous where the axis-angle jumps between +pi and -pi (a gripper pointing
   # straight down sits right on that jump).
   proprio_encoding: str = "raw"
+  # 0: Octo's discrete head, one linear map from the pooled readout to all K x D x V logits.
+  # E > 0: a token decoder: the pooled readout -> an E-wide GELU feature per action token ->
+  # one linear map E -> V shared by all tokens, plus a per-token bias. A linear head must
+  # place K x D sharp peaks over the bins from one W-wide vector; the decoder's nonlinearity
+  # lets each token's peak move with a few features.
+  action_head_hidden: int = 0
 
   def __post_init__(self):
     if self.size not in (*SIZES, "custom"):
@@ -87,6 +93,9 @@ class ModelConfig:
     if self.proprio_encoding == "pose_rotvec" and self.proprio_dim < 6:
       raise ValueError(f"model.proprio_encoding='pose_rotvec' needs proprio_dim >= 6; "
                        f"got {self.proprio_dim}")
+    if not isinstance(self.action_head_hidden, int) or self.action_head_hidden < 0:
+      raise ValueError(f"model.action_head_hidden must be an integer >= 0 (0 = linear head); "
+                       f"got {self.action_head_hidden!r}")
     if self.history not in (1, 2):
       raise ValueError(f"model.history must be 1 or 2; got {self.history!r}")
     if self.vocab_size < 2:

@@ -113,7 +113,14 @@ class OctoPolicy(nnx.Module):
     self.blocks = nnx.List([Block(w, cfg.num_heads, cfg.mlp_dim, cfg.dropout, rngs=rngs)
                             for _ in range(cfg.num_layers)])
     self.final_ln = nnx.LayerNorm(w, epsilon=1e-6, rngs=rngs)
-    self.action_head = nnx.Linear(w, cfg.chunk * cfg.action_dim * cfg.num_bins, rngs=rngs)
+    tokens, e = cfg.chunk * cfg.action_dim, cfg.action_head_hidden
+    if e:
+      self.token_features = nnx.Linear(w, tokens * e, rngs=rngs)
+      self.token_decoder = nnx.Linear(e, cfg.num_bins, use_bias=False, rngs=rngs)
+      self.token_bias = nnx.Param(jnp.zeros((cfg.chunk, cfg.action_dim, cfg.num_bins),
+                                            jnp.float32))
+    else:
+      self.action_head = nnx.Linear(w, tokens * cfg.num_bins, rngs=rngs)
     if cfg.value_head:
       self.value = nnx.Linear(w, 1, rngs=rngs)
     if cfg.gaussian_head:
@@ -191,7 +198,12 @@ class OctoPolicy(nnx.Module):
     emb = self.embed(obs, text_ids, text_mask, deterministic=deterministic, rngs=rngs)
     pooled = emb["readouts"][:, -1].mean(axis=1)  # last step's readouts: [B, W]
     b = pooled.shape[0]
-    logits = self.action_head(pooled).reshape(b, cfg.chunk, cfg.action_dim, cfg.num_bins)
+    if cfg.action_head_hidden:
+      feats = jax.nn.gelu(self.token_features(pooled))
+      feats = feats.reshape(b, cfg.chunk, cfg.action_dim, cfg.action_head_hidden)
+      logits = self.token_decoder(feats) + self.token_bias[...].astype(feats.dtype)
+    else:
+      logits = self.action_head(pooled).reshape(b, cfg.chunk, cfg.action_dim, cfg.num_bins)
     out = {"logits": logits.astype(jnp.float32)}
     if cfg.value_head:
       out["value"] = self.value(pooled)[:, 0].astype(jnp.float32)
