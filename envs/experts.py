@@ -132,7 +132,12 @@ def pick_place(priv, a, b, kind):
   release = (jnp.linalg.norm(xy) < 0.01) & (o[2] - t[2] < 0.01)
   tgt = jnp.where(far, carry, lower)
   held_act = _action(priv, tgt, _tcp_yaw(priv), jnp.where(release, -1.0, 1.0))
-  return jnp.where(_holding(priv, a), held_act, approach_and_grasp(priv, a))
+  # Just let go and still settling at the place point (a bowl bounces on a plate): keep
+  # opening and rise; closing on it again mid-bounce pressed it and the plate into the table
+  # and threw it off.
+  settling = (jnp.linalg.norm(xy) < 0.02) & (o[2] - t[2] < 0.03) & (priv["ent_mat"][a][2, 2] > 0.9)
+  free_act = jnp.where(settling, retreat(priv), approach_and_grasp(priv, a))
+  return jnp.where(_holding(priv, a), held_act, free_act)
 
 
 def _holding(priv, a):

@@ -108,7 +108,8 @@ def test_expert_solves_every_object_task(object_blind):
 @pytest.mark.ci_full
 def test_expert_solves_every_goal_task(goal_blind):
   succ = _all_tasks(goal_blind, 2)
-  assert succ.mean(1).min() >= 0.5 and succ.mean() >= 0.9, succ.mean(1)
+  # 99.4% on all 50 states per task (session 7); one failure in these 20 worlds is tolerated
+  assert succ.mean(1).min() >= 0.5 and succ.mean() >= 0.95, succ.mean(1)
 
 
 LONG_INSTRUCTIONS = (
