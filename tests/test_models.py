@@ -8,6 +8,7 @@ import zlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -365,13 +366,13 @@ def test_token_decoder_head_fits_per_sample_targets():
   """action_head_hidden > 0: the shared token decoder gives [B, K, D, V] logits and can
   memorise different bins for every token of two different observations (a head that ignored
   the observation, or tied tokens together, could not)."""
-  import optax
   cfg = ModelConfig(size="nano", action_head_hidden=16)
   assert ModelConfig.from_dict(cfg.to_dict()) == cfg
   old = {k: v for k, v in ModelConfig(size="nano").to_dict().items() if k != "action_head_hidden"}
   assert ModelConfig.from_dict(old).action_head_hidden == 0  # checkpoints before the field
-  with pytest.raises(ValueError, match="action_head_hidden"):
-    ModelConfig(size="nano", action_head_hidden=-1)
+  for bad in (-1, True):
+    with pytest.raises(ValueError, match="action_head_hidden"):
+      ModelConfig(size="nano", action_head_hidden=bad)
   graphdef, params = models.make_policy(cfg, 0)
   linear = models.param_count(models.make_policy(ModelConfig(size="nano"), 0)[1])
   assert models.param_count(params) < linear  # 64 x 56 x 16 + 16 x 256 << 64 x 56 x 256

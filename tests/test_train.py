@@ -1,4 +1,5 @@
-"""The OPD trainer: config validation, teachers, resume, non-finite recovery, devices."""
+"""The OPD trainer: config validation, teachers, resume, non-finite recovery, receding horizon
+(the 8-device test is in test_train_devices.py)."""
 import dataclasses
 import os
 

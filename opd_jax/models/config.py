@@ -93,7 +93,8 @@ class ModelConfig:
     if self.proprio_encoding == "pose_rotvec" and self.proprio_dim < 6:
       raise ValueError(f"model.proprio_encoding='pose_rotvec' needs proprio_dim >= 6; "
                        f"got {self.proprio_dim}")
-    if not isinstance(self.action_head_hidden, int) or self.action_head_hidden < 0:
+    e = self.action_head_hidden
+    if not isinstance(e, int) or isinstance(e, bool) or e < 0:
       raise ValueError(f"model.action_head_hidden must be an integer >= 0 (0 = linear head); "
                        f"got {self.action_head_hidden!r}")
     if self.history not in (1, 2):
