@@ -21,11 +21,15 @@ SUITES = {"spatial": "libero_spatial", "object": "libero_object", "goal": "liber
 
 
 def model_config(size: str = "nano") -> ml_collections.ConfigDict:
-  """Fields of opd_jax.models.ModelConfig (None = from size)."""
+  """Fields of opd_jax.models.ModelConfig (-1 or () = from size).
+
+  conv_channels: the image stem's stride-2 convs, e.g. ``(32, 96, 192)`` gives
+  (64 / 8)^2 = 64 patch tokens per 64^2 camera, Octo's four-conv stem 16.
+  """
   return ml_collections.ConfigDict(dict(
       size=size, num_layers=-1, width=-1, num_heads=-1, mlp_dim=-1,
       chunk=8, history=1, num_readouts=1, text_len=32, vocab_size=4096, dropout=0.0,
-      proprio_encoding="pose_rotvec", action_head_hidden=0))
+      proprio_encoding="pose_rotvec", action_head_hidden=0, conv_channels=()))
 
 
 def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:

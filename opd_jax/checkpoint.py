@@ -109,6 +109,21 @@ def read_meta(path: str) -> tuple[dict[str, Any], str, int]:
   return meta, directory, step
 
 
+def saved_model(meta: dict | None) -> dict | None:
+  """The ``model`` entry of a checkpoint's meta as today's ModelConfig writes it.
+
+  Fields added to ModelConfig after the checkpoint was written take their
+  defaults (which reproduce the old architecture), so a run resumes from its
+  own older checkpoints; an unreadable entry comes back unchanged and fails the
+  caller's comparison.
+  """
+  model = (meta or {}).get("model")
+  try:
+    return models.ModelConfig.from_dict(model).to_dict()
+  except (TypeError, ValueError, AttributeError):
+    return model
+
+
 def load_policy(path: str):
   """Rebuilds a policy from a checkpoint directory alone.
 

@@ -247,8 +247,9 @@ def run(config, *, progress: bool = True) -> TrainState:
   if start is not None:
     params, opt_state, old_meta = checkpoint.restore(mgr, start, params,
                                                      jax.eval_shape(tx.init, params))
+    saved = dict(model=checkpoint.saved_model(old_meta), action_stats=old_meta.get("action_stats"))
     for k in ("model", "action_stats"):
-      if old_meta.get(k) != meta[k]:
+      if saved[k] != meta[k]:
         raise checkpoint.CheckpointError(
             f"{workdir}/checkpoints/{start} holds a different {k} ({old_meta.get(k)}) than this "
             f"run ({meta[k]}); use another config.workdir")

@@ -69,7 +69,7 @@ def validate(config) -> None:
 
 def model_config_from(config, env) -> models.ModelConfig:
   m = dict(config.student.model)
-  m = {k: (None if v == -1 else v) for k, v in m.items()}
+  m = {k: (None if v == -1 or v == () else v) for k, v in m.items()}
   return models.ModelConfig(**m, image_size=config.env.image_size, cameras=tuple(env.cameras),
                             proprio_dim=8, action_dim=env.action_size)
 
@@ -249,7 +249,7 @@ def run(config, *, progress: bool = True) -> TrainState:
   if start is not None:
     abstract_opt = jax.eval_shape(tx.init, params)
     params, opt_state, old_meta = checkpoint.restore(mgr, start, params, abstract_opt, rep)
-    if old_meta.get("model") != meta["model"]:
+    if checkpoint.saved_model(old_meta) != meta["model"]:
       raise checkpoint.CheckpointError(
           f"{workdir}/checkpoints/{start} holds a different model ({old_meta.get('model')}) than "
           f"the config asks for; use another config.workdir")

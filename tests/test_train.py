@@ -1,6 +1,7 @@
 """The OPD trainer: config validation, teachers, resume, non-finite recovery, receding horizon
 (the 8-device test is in test_train_devices.py)."""
 import dataclasses
+import json
 import os
 
 import jax
@@ -61,6 +62,15 @@ def test_config_variants_build():
     assert c.env.suite.startswith("libero_")
   with pytest.raises(ValueError, match="unknown argument"):
     libero_config.get_config("spatial,fast")
+  # -1 / () fields come from the size; conv_channels sets the stem (and so the patch count).
+  env = envs.make("libero_spatial", image_size=16, render=False)
+  c = libero_config.get_config("spatial")
+  assert train.model_config_from(c, env).conv_channels == models.ModelConfig(size="nano").conv_channels
+  c.env.image_size = 64
+  c.student.model.size = "tiny"
+  assert train.model_config_from(c, env).patches_per_camera == 16  # Octo's four convs: 64 / 16
+  c.student.model.conv_channels = (32, 96, 192)
+  assert train.model_config_from(c, env).patches_per_camera == 64
 
 
 def _saved_policy(path, chunk, stats):
@@ -147,6 +157,11 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
   # "Killed" after one iteration, then started again with the same command.
   part = small_config(tmp_path / "resumed", iterations=1)
   train.run(part, progress=False)
+  # As written before ModelConfig had action_head_hidden: a run resumes from its older checkpoints.
+  meta_file = tmp_path / "resumed" / "checkpoints" / "1" / "meta" / "metadata"
+  meta = json.loads(meta_file.read_text())
+  assert meta["model"].pop("action_head_hidden") == 0
+  meta_file.write_text(json.dumps(meta))
   resumed = train.run(small_config(tmp_path / "resumed"), progress=False)
   assert int(resumed.step) == int(full.step) == 2
   _params_close(full.params, resumed.params)
