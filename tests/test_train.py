@@ -229,3 +229,36 @@ def test_receding_horizon_rollout_and_eval(tmp_path):
   assert ev.num_steps == 4 and ev.execute == 2   # (running it would be one more compile)
   with pytest.raises(ValueError, match=r"execute must be in \[1, chunk=4\], got 9"):
     eval_lib.Evaluator(benv, student, episodes_per_task=1, batch=10, execute=9)
+
+
+def test_average_of_checkpoints(tmp_path):
+  """opd_jax.average: the mean of the selected steps' parameters, written as a checkpoint that
+  load_policy rebuilds; a different architecture or too few steps is a clear error."""
+  from opd_jax import average  # pylint: disable=import-outside-toplevel
+  stats = train.identity_stats(7)
+  cfg = models.ModelConfig(size="nano", image_size=16, chunk=4)
+  mgr = checkpoint.manager(str(tmp_path / "run" / "checkpoints"), max_to_keep=None)
+  saved = []
+  for step, seed in ((10, 0), (20, 1), (30, 2)):
+    _, params = models.make_policy(cfg, seed)
+    saved.append(params)
+    checkpoint.save(mgr, step, params, dict(model=cfg.to_dict(), action_stats=stats.to_dict()))
+  average.main(["--checkpoints", str(tmp_path / "run"), "--steps", "20:30",
+                "--out", str(tmp_path / "avg")])
+  _, got, got_cfg, _, meta = checkpoint.load_policy(str(tmp_path / "avg"))
+  assert got_cfg == cfg and meta["averaged_from"]["steps"] == [20, 30]
+  want = jax.tree.map(lambda a, b: (a + b) / 2, saved[1], saved[2])
+  _params_close(want, got, tol=1e-6)
+  with pytest.raises(SystemExit, match="nothing is overwritten"):
+    average.main(["--checkpoints", str(tmp_path / "run"), "--steps", "20,30",
+                  "--out", str(tmp_path / "avg")])
+  with pytest.raises(checkpoint.CheckpointError, match="at least two"):
+    average.steps_in(str(tmp_path / "run" / "checkpoints"), "25:30")
+  with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint steps \[40\]"):
+    average.steps_in(str(tmp_path / "run" / "checkpoints"), "10,40")
+  other = models.ModelConfig(size="nano", image_size=16, chunk=8)
+  checkpoint.save(mgr, 40, models.make_policy(other, 0)[1],
+                  dict(model=other.to_dict(), action_stats=stats.to_dict()))
+  with pytest.raises(checkpoint.CheckpointError, match="different model"):
+    average.main(["--checkpoints", str(tmp_path / "run"), "--steps", "30:40",
+                  "--out", str(tmp_path / "avg2")])
