@@ -47,6 +47,9 @@ def main():
   ap.add_argument("--mark", action="append", default=[],
                   help="ITERATION:text, a vertical line on every panel (e.g. where a run was "
                   "resumed or its teacher changed), at the first run's env steps; repeatable")
+  ap.add_argument("--points", action="append", default=[],
+                  help="LABEL=ITER:PERCENT,ITER:PERCENT,... more success figures for the first "
+                  "run's greedy-eval panel (e.g. larger evaluations made afterwards); repeatable")
   ap.add_argument("--smooth", type=int, default=10, help="moving average of rollout success")
   args = ap.parse_args()
   labels = args.labels.split(",") if args.labels else [os.path.basename(r.rstrip("/")) for r in args.runs]
@@ -67,6 +70,21 @@ def main():
       for a in axes:
         a.axvline(cum[int(it)], color="grey", ls="--", lw=1)
       axes[0].annotate(text, (cum[int(it)], 0), rotation=90, va="bottom", ha="right", fontsize=8)
+    for spec in (args.points if run == args.runs[0] else []):
+      name, sep, body = spec.partition("=")
+      try:
+        pts = [(int(i), float(p)) for i, p in (x.split(":") for x in body.split(","))]
+      except ValueError:
+        pts = None
+      if not sep or not pts:
+        raise SystemExit(f"--points {spec!r}: expected LABEL=ITER:PERCENT,...")
+      bad = [i for i, _ in pts if i not in cum]
+      if bad:
+        raise SystemExit(f"--points {spec!r}: {run} logged no iterations {bad}")
+      axes[0].plot([cum[i] for i, _ in pts], [p for _, p in pts], "s--" if len(pts) > 1 else "*",
+                   ms=6 if len(pts) > 1 else 14, label=name)
+      for i, p in pts:
+        table.append(f"| {name} | {i} | {cum[i]:.0f} | {p:.1f}% |")
     if train:
       xs = [t[0] for t in train]
       ys = [t[1] for t in train]
@@ -83,7 +101,7 @@ def main():
   axes[2].set(title="student entropy per token (nats)", xlabel="env control steps")
   for a in axes:
     a.grid(alpha=0.3)
-    a.legend()
+    a.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(args.out, dpi=100)
   print("\n".join(table))

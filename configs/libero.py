@@ -70,7 +70,9 @@ def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
 
   c.log_every = 1
   c.eval = dict(every=25, episodes_per_task=2, batch=20, videos=2)
-  c.checkpoint = dict(every=10, keep=3)
+  # average >= 2: after the last iteration, the mean parameters of the last `average` kept
+  # checkpoints (opd_jax.average) go to WORKDIR/average and are evaluated (eval_average/*).
+  c.checkpoint = dict(every=10, keep=3, average=0)
   c.mesh = dict(data=-1)       # -1: all devices
 
   if "runlocal" in variants:

@@ -62,6 +62,9 @@ def validate(config) -> None:
   need(config.teacher.temperature > 0, "teacher.temperature",
        f"must be > 0, got {config.teacher.temperature}")
   need(config.checkpoint.every >= 1, "checkpoint.every", f"must be >= 1, got {config.checkpoint.every}")
+  avg = config.checkpoint.get("average", 0)
+  need(avg == 0 or 2 <= avg <= config.checkpoint.keep, "checkpoint.average",
+       f"must be 0 (off) or between 2 and checkpoint.keep ({config.checkpoint.keep}), got {avg}")
   if config.optim.epochs > 1 and config.objective == "reverse_kl" and config.clip_eps <= 0:
     print("note: optim.epochs > 1 without clip_eps: later epochs are off-policy and unclipped",
           file=sys.stderr)
@@ -321,8 +324,37 @@ def run(config, *, progress: bool = True) -> TrainState:
                   f"per task {[round(100 * s) for s in res['per_task']]}")
   if bar is not None:
     bar.close()
+  if config.checkpoint.get("average", 0) and start < config.iterations:
+    average_tail(config, mgr, evaluator, writer)
   writer.close()
   return ts
+
+
+def average_tail(config, mgr, evaluator, writer) -> None:
+  """The mean parameters of the last ``config.checkpoint.average`` checkpoints, saved to
+  WORKDIR/average/checkpoints/LAST and evaluated like the run's own evaluations."""
+  from opd_jax import average  # pylint: disable=import-outside-toplevel
+  from opd_jax import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
+  steps = sorted(mgr.all_steps())[-config.checkpoint.average:]
+  if len(steps) < 2:
+    print(f"checkpoint.average: only {steps} kept, nothing averaged", file=sys.stderr)
+    return
+  directory = str(mgr.directory)
+  _, params, cfg, stats, meta = average.average([os.path.join(directory, str(s)) for s in steps])
+  meta = dict(meta, averaged_from=dict(directory=directory, steps=steps))
+  out = os.path.join(config.workdir, "average")
+  checkpoint.save(checkpoint.manager(os.path.join(out, "checkpoints"), max_to_keep=1), steps[-1],
+                  params, meta)
+  msg = f"averaged checkpoints {steps} -> {out}"
+  if config.eval.every > 0:
+    res = evaluator(params, videos=0)
+    eval_lib.write_report(res, os.path.join(out, "eval"),
+                          f"{config.env.suite}: mean of checkpoints {steps}")
+    row = {"eval_average/success": res["success"]}
+    row.update({f"eval_average/task_{i}": s for i, s in enumerate(res["per_task"])})
+    writer.write(steps[-1], row)
+    msg += f"; greedy success {100 * res['success']:.1f}%"
+  print(msg)
 
 
 def main(argv):

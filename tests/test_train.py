@@ -50,6 +50,8 @@ def small_config(workdir, **over):
     ("rollout.temperature", 0.0, "config.rollout.temperature"),
     ("teacher.kind", "oracle", "config.teacher.kind"),
     ("rollout.prompts", 0, "config.rollout.prompts"),
+    ("checkpoint.average", 1, "config.checkpoint.average"),
+    ("checkpoint.average", 4, "config.checkpoint.average"),
 ])
 def test_bad_config_is_named(tmp_path, field, value, match):
   with pytest.raises(ValueError, match=match):
@@ -153,7 +155,10 @@ def _params_close(a, b, tol=1e-6):
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path):
-  full = train.run(small_config(tmp_path / "full"), progress=False)
+  # The uninterrupted run also evaluates at its end, and averages its two checkpoints.
+  full = train.run(small_config(tmp_path / "full", **{
+      "checkpoint.average": 2, "eval.every": 2, "eval.episodes_per_task": 1, "eval.batch": 10,
+      "eval.videos": 0}), progress=False)
   # "Killed" after one iteration, then started again with the same command.
   part = small_config(tmp_path / "resumed", iterations=1)
   train.run(part, progress=False)
@@ -169,7 +174,17 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
       jax.tree.leaves(full.params), jax.tree.leaves(train.setup(part)["params"])))
   assert moved > 0  # training changed the parameters
   rows = read_jsonl(str(tmp_path / "full" / "metrics.jsonl"))
+  evals = [r for r in rows if "eval/success" in r or "eval_average/success" in r]
+  rows = [r for r in rows if r not in evals]
   assert [r["step"] for r in rows] == [1, 2]
+  assert [(r["step"], sorted(k for k in r if k.endswith("/success"))) for r in evals] == [
+      (2, ["eval/success"]), (2, ["eval_average/success"])]
+  assert os.path.exists(tmp_path / "full" / "average" / "eval" / "results.md")
+  # checkpoint.average = 2: the mean of checkpoints 1 and 2 is written beside the run.
+  ck = [checkpoint.load_policy(str(tmp_path / "full" / "checkpoints" / s))[1] for s in ("1", "2")]
+  _, avg, _, _, avg_meta = checkpoint.load_policy(str(tmp_path / "full" / "average"))
+  assert avg_meta["averaged_from"]["steps"] == [1, 2]
+  _params_close(jax.tree.map(lambda a, b: (a + b) / 2, *ck), avg)
   # The environment-step count is counted, not extrapolated, and survives the resume.
   resumed_rows = read_jsonl(str(tmp_path / "resumed" / "metrics.jsonl"))
   assert rows[-1]["rollout/env_steps_total"] == resumed_rows[-1]["rollout/env_steps_total"] == sum(
