@@ -10,7 +10,8 @@ chosen without looking at evaluation results. Every checkpoint must describe
 the same model and action statistics. The output is an ordinary
 self-describing checkpoint (parameters only, no optimiser state) that
 ``opd_jax.evaluate`` and the checkpoint teacher load; its meta lists the
-averaged steps under ``averaged_from``.
+averaged steps under ``averaged_from``. The trainer writes one at the end of a
+run with ``config.checkpoint.average``.
 """
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ from opd_jax import checkpoint, models
 
 def steps_in(directory: str, spec: str) -> list[int]:
   """Checkpoint steps under ``directory`` selected by ``A:B`` (inclusive) or ``s1,s2,...``."""
-  have = sorted(int(d) for d in os.listdir(directory)
-                if d.isdigit() and os.path.isdir(os.path.join(directory, d, "meta")))
+  have = checkpoint.saved_steps(directory)
   if ":" in spec:
     lo, hi = (int(x) for x in spec.split(":"))
     chosen = [s for s in have if lo <= s <= hi]
@@ -43,14 +43,14 @@ def steps_in(directory: str, spec: str) -> list[int]:
 
 
 def average(paths: list[str]):
-  """``(graphdef, mean params, cfg, stats, meta of the last)`` over checkpoint step dirs."""
-  first = None
-  total = None
+  """``(mean params, meta)`` over checkpoint step dirs; the meta is the last one's, with its
+  model and statistics as today's classes write them."""
+  first = total = None
   for p in paths:
-    graphdef, params, cfg, stats, meta = checkpoint.load_policy(p)
+    _, params, cfg, stats, meta = checkpoint.load_policy(p)
     if first is None:
-      first = (graphdef, cfg, stats)
-    elif (cfg, stats.to_dict()) != (first[1], first[2].to_dict()):
+      first = (cfg, stats.to_dict())
+    elif (cfg, stats.to_dict()) != first:
       raise checkpoint.CheckpointError(
           f"{p} holds a different model or action statistics than {paths[0]}; only checkpoints "
           f"of one architecture can be averaged")
@@ -58,7 +58,20 @@ def average(paths: list[str]):
   # Floating leaves are averaged; any other leaf (none in today's policies) is the last one's.
   mean = jax.tree.map(
       lambda s, x: s / len(paths) if jnp.issubdtype(x.dtype, jnp.inexact) else x, total, params)
-  return first[0], mean, first[1], first[2], meta
+  return mean, dict(meta, model=first[0].to_dict(), action_stats=first[1])
+
+
+def write(directory: str, steps: list[int], out: str):
+  """Averages ``steps`` of the manager ``directory`` into ``OUT/checkpoints/LAST``, which must
+  not exist yet (nothing is overwritten); returns the mean parameters."""
+  target = os.path.join(out, "checkpoints", str(steps[-1]))
+  if os.path.exists(target):
+    raise checkpoint.CheckpointError(f"{target} exists; nothing is overwritten")
+  params, meta = average([os.path.join(directory, str(s)) for s in steps])
+  meta["averaged_from"] = dict(directory=os.path.abspath(directory), steps=list(steps))
+  checkpoint.save(checkpoint.manager(os.path.join(out, "checkpoints"), max_to_keep=None),
+                  steps[-1], params, meta)
+  return params
 
 
 def main(argv=None):
@@ -73,13 +86,7 @@ def main(argv=None):
   if not os.path.isdir(directory):
     raise SystemExit(f"--checkpoints {directory} does not exist")
   chosen = steps_in(directory, args.steps)
-  if os.path.exists(os.path.join(args.out, "checkpoints", str(chosen[-1]))):
-    raise SystemExit(f"{args.out}/checkpoints/{chosen[-1]} exists; nothing is overwritten")
-  _, params, cfg, stats, meta = average([os.path.join(directory, str(s)) for s in chosen])
-  meta = dict(meta, model=cfg.to_dict(), action_stats=stats.to_dict(),
-              averaged_from=dict(directory=os.path.abspath(directory), steps=chosen))
-  mgr = checkpoint.manager(os.path.join(args.out, "checkpoints"), max_to_keep=None)
-  checkpoint.save(mgr, chosen[-1], params, meta)
+  params = write(directory, chosen, args.out)
   print(f"averaged {len(chosen)} checkpoints {chosen} ({models.param_count(params):,} params) "
         f"-> {args.out}/checkpoints/{chosen[-1]}")
 

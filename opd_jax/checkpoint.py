@@ -76,6 +76,12 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_params, abstract_opt
   return r.params, (r.opt_state if abstract_opt_state is not None else None), r.meta
 
 
+def saved_steps(directory: str) -> list[int]:
+  """The steps under a manager directory that hold a checkpoint (a ``meta`` item), sorted."""
+  return sorted(int(d) for d in os.listdir(directory)
+                if d.isdigit() and os.path.isdir(os.path.join(directory, d, "meta")))
+
+
 def _resolve(path: str) -> tuple[str, int]:
   """(manager directory, step) for a step dir, a manager dir or a workdir."""
   path = os.path.abspath(path)
@@ -86,8 +92,7 @@ def _resolve(path: str) -> tuple[str, int]:
     return os.path.dirname(path), int(base)
   if os.path.isdir(os.path.join(path, "checkpoints")):
     path = os.path.join(path, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(path)
-                 if d.isdigit() and os.path.isdir(os.path.join(path, d, "meta")))
+  steps = saved_steps(path)
   if not steps:
     raise CheckpointError(f"no checkpoint steps (directories holding 'meta') under {path}")
   return path, steps[-1]

@@ -286,9 +286,7 @@ def run(config, *, progress: bool = True) -> TrainState:
     res = evaluator(ts.params, videos=config.eval.videos)
     eval_lib.write_report(res, os.path.join(workdir, "eval", f"step_{step}"),
                           f"{config.env.suite} after {step} iterations")
-    row = {"eval/success": res["success"], "eval/episode_length": res["episode_length"]}
-    row.update({f"eval/task_{i}": s for i, s in enumerate(res["per_task"])})
-    writer.write(step, row)
+    writer.write(step, eval_row(res, "eval"))
     return res
 
   bar = None
@@ -330,6 +328,13 @@ def run(config, *, progress: bool = True) -> TrainState:
   return ts
 
 
+def eval_row(res: dict, prefix: str) -> dict:
+  """Metrics row of one greedy evaluation: success, episode length, success per task."""
+  row = {f"{prefix}/success": res["success"], f"{prefix}/episode_length": res["episode_length"]}
+  row.update({f"{prefix}/task_{i}": s for i, s in enumerate(res["per_task"])})
+  return row
+
+
 def average_tail(config, mgr, evaluator, writer) -> None:
   """The mean parameters of the last ``config.checkpoint.average`` checkpoints, saved to
   WORKDIR/average/checkpoints/LAST and evaluated like the run's own evaluations."""
@@ -339,20 +344,14 @@ def average_tail(config, mgr, evaluator, writer) -> None:
   if len(steps) < 2:
     print(f"checkpoint.average: only {steps} kept, nothing averaged", file=sys.stderr)
     return
-  directory = str(mgr.directory)
-  _, params, cfg, stats, meta = average.average([os.path.join(directory, str(s)) for s in steps])
-  meta = dict(meta, averaged_from=dict(directory=directory, steps=steps))
   out = os.path.join(config.workdir, "average")
-  checkpoint.save(checkpoint.manager(os.path.join(out, "checkpoints"), max_to_keep=1), steps[-1],
-                  params, meta)
+  params = average.write(str(mgr.directory), steps, out)
   msg = f"averaged checkpoints {steps} -> {out}"
   if config.eval.every > 0:
     res = evaluator(params, videos=0)
-    eval_lib.write_report(res, os.path.join(out, "eval"),
+    eval_lib.write_report(res, os.path.join(out, "eval", f"step_{steps[-1]}"),
                           f"{config.env.suite}: mean of checkpoints {steps}")
-    row = {"eval_average/success": res["success"]}
-    row.update({f"eval_average/task_{i}": s for i, s in enumerate(res["per_task"])})
-    writer.write(steps[-1], row)
+    writer.write(steps[-1], eval_row(res, "eval_average"))
     msg += f"; greedy success {100 * res['success']:.1f}%"
   print(msg)
 

@@ -179,7 +179,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
   assert [r["step"] for r in rows] == [1, 2]
   assert [(r["step"], sorted(k for k in r if k.endswith("/success"))) for r in evals] == [
       (2, ["eval/success"]), (2, ["eval_average/success"])]
-  assert os.path.exists(tmp_path / "full" / "average" / "eval" / "results.md")
+  assert os.path.exists(tmp_path / "full" / "average" / "eval" / "step_2" / "results.md")
   # checkpoint.average = 2: the mean of checkpoints 1 and 2 is written beside the run.
   ck = [checkpoint.load_policy(str(tmp_path / "full" / "checkpoints" / s))[1] for s in ("1", "2")]
   _, avg, _, _, avg_meta = checkpoint.load_policy(str(tmp_path / "full" / "average"))
@@ -264,7 +264,7 @@ def test_average_of_checkpoints(tmp_path):
   assert got_cfg == cfg and meta["averaged_from"]["steps"] == [20, 30]
   want = jax.tree.map(lambda a, b: (a + b) / 2, saved[1], saved[2])
   _params_close(want, got, tol=1e-6)
-  with pytest.raises(SystemExit, match="nothing is overwritten"):
+  with pytest.raises(checkpoint.CheckpointError, match="nothing is overwritten"):
     average.main(["--checkpoints", str(tmp_path / "run"), "--steps", "20,30",
                   "--out", str(tmp_path / "avg")])
   with pytest.raises(checkpoint.CheckpointError, match="at least two"):
