@@ -1,6 +1,6 @@
 """Scripted-expert success per task on the evaluation initial states.
 
-  python benchmarks/experts.py --suite libero_10 --states 50 [--random] [--batch 100]
+  python benchmarks/experts.py --suite libero_10 --states 50 [--random] [--batch 100] [--control torque]
 
 --random: each world first takes 0-60 uniform random actions (drawn per world), then the expert
 has a whole episode (the issue's robustness figure, target >= 80%); without it the target is
@@ -25,8 +25,9 @@ def main(argv=None):
   ap.add_argument("--batch", type=int, default=100)
   ap.add_argument("--random", action="store_true")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--control", default="servo", help="servo | torque (see envs.control)")
   args = ap.parse_args(argv)
-  env = envs.make(args.suite, render=False)
+  env = envs.make(args.suite, render=False, control=args.control)
   tasks, idx = task_state_grid(env.num_tasks, args.states)
   rng = np.random.default_rng(args.seed)
   prefix = rng.integers(0, 61, tasks.shape) if args.random else None
@@ -43,7 +44,7 @@ def main(argv=None):
           flush=True)
   per_task = succ.reshape(env.num_tasks, args.states).mean(1)
   mode = "after 0-60 random actions" if args.random else "from the evaluation states"
-  print(f"\n{args.suite}, {args.states} states per task, {mode}: "
+  print(f"\n{args.suite} ({args.control} control), {args.states} states per task, {mode}: "
         f"{100 * succ.mean():.1f}% ({int(succ.sum())}/{succ.size}), {time.time() - t0:.0f} s")
   print("| task | " + " | ".join(str(t) for t in range(env.num_tasks)) + " |")
   print("|---" * (env.num_tasks + 1) + "|")

@@ -43,7 +43,10 @@ def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.workdir = f"runs/opd_{suite}"
-  c.env = dict(suite=SUITES[suite], image_size=64, substeps=5, max_episode_steps=-1)
+  # control: how the arm tracks its IK joint targets, "servo" (position actuators; every
+  # checkpoint so far) or "torque" (computed torque: straight Cartesian motion); envs/control.py.
+  c.env = dict(suite=SUITES[suite], image_size=64, substeps=5, max_episode_steps=-1,
+               control="servo")
 
   # Student: a checkpoint directory to start from ("" = fresh initialisation).
   c.student = dict(init="", model=model_config("nano"))

@@ -7,8 +7,17 @@ Action convention (RESEARCH.md §3): a 7-vector in [-1, 1]:
 
 One control step (20 Hz) computes the desired TCP twist from the *measured*
 state, solves ``dq = Jᵀ (J Jᵀ + λ² I)⁻¹ e`` on MJX's Jacobian at the TCP (plus a
-small null-space pull toward the home posture), and sets the position servos to
-``q + dq``; the physics substeps then track that target.
+small null-space pull toward the home posture), and sets the joint targets to
+``q + dq``; the physics substeps then track that target with one of two joint laws:
+
+- ``"servo"``: MuJoCo position actuators (kp 2000 / 800, critically damped per joint). The
+  joints have different time constants (the shoulder carries the arm), so within a 50 ms step
+  they follow a curved joint-space path: a pure +x command also lifts the TCP by ~1.7 cm per
+  step, and a yaw command translates it. Kept for checkpoints made with it.
+- ``"torque"``: computed torque (``computed_torque``): every substep, τ = M(q) (ω² (q* − q) −
+  2ζω q̇) on torque motors, so each joint is the same critically damped second-order system
+  and all joints converge together, along a straight joint-space line; cross-axis drift falls
+  ~10× (see ``tests/test_envs.py``). Gravity is compensated by the model (``gravcomp``).
 """
 from __future__ import annotations
 
@@ -64,6 +73,23 @@ def joint_targets(m: mjx.Model, d: mjx.Data, action: jax.Array, tcp_site: int,
   q_target = jnp.clip(q + dq, lo, hi)
   finger = FINGER_OPEN * (1.0 - action[6]) * 0.5
   return jnp.concatenate([q_target, jnp.stack([finger, finger])])
+
+
+TORQUE_BANDWIDTH = 60.0   # rad/s; ω dt = 0.6 at the 10 ms default timestep
+TORQUE_DAMPING_RATIO = 1.0
+CONTROL_MODES = ("servo", "torque")
+
+
+def computed_torque(m: mjx.Model, d: mjx.Data, q_target: jax.Array,
+                    force_limit: jax.Array) -> jax.Array:
+  """Arm motor torques [7] that make every joint a critically damped system of bandwidth
+  ``TORQUE_BANDWIDTH`` towards ``q_target`` [7], through the arm's mass matrix (joint
+  coupling and armature included). Clipped to ``force_limit`` [7] (the motors' ranges)."""
+  w, z = TORQUE_BANDWIDTH, TORQUE_DAMPING_RATIO
+  acc = w * w * (q_target - d.qpos[:N_ARM]) - 2.0 * z * w * d.qvel[:N_ARM]
+  # Arm joints are the first 7 dofs: M @ [acc, 0...] keeps the fingers' and objects' rows out.
+  tau = mjx.mul_m(m, d, jnp.zeros(m.nv).at[:N_ARM].set(acc))[:N_ARM]
+  return jnp.clip(tau, -force_limit, force_limit)
 
 
 def rotvec(mat: jax.Array) -> jax.Array:

@@ -150,8 +150,12 @@ def _body_element(body: Body, roles: dict[str, list[str]],
 
 def build(bodies: Sequence[Body], rules: Sequence[tuple[str, str]], *,
           cameras: Sequence[dict[str, str]] = (), option: dict[str, str] | None = None,
-          model_name: str = "scene") -> tuple[str, int]:
+          model_name: str = "scene", arm_motors: bool = False) -> tuple[str, int]:
   """Returns (MJCF text, number of contact pairs) for the robot plus ``bodies``.
+
+  ``arm_motors``: the seven arm joints get torque motors (ctrl = N m, within the joint's force
+  range) instead of position servos, for ``envs.control.computed_torque``. The fingers keep
+  their position servos either way.
 
   ``rules``: role pairs that may touch, e.g. ``[("pad", "grip"), ("base", "table")]``.
   Pairs between geoms of the same top-level body are never generated.
@@ -203,6 +207,29 @@ def build(bodies: Sequence[Body], rules: Sequence[tuple[str, str]], *,
                       friction=f"{mu:.4g} {mu:.4g} 0.005 0.0001 0.0001",
                       solimp=PAIR_SOLIMP)
         n_pairs += 1
-  root.append(robot.find("actuator"))
+  actuators = robot.find("actuator")
+  if arm_motors:
+    actuators = _arm_motors(actuators, robot.find("default"))
+  root.append(actuators)
   ET.indent(root)
   return ET.tostring(root, encoding="unicode"), n_pairs
+
+
+def _arm_motors(actuators: ET.Element, defaults: ET.Element) -> ET.Element:
+  """The robot's <actuator> block with each arm position servo turned into a torque motor
+  whose control range is the servo's force range (from its default class)."""
+  force = {}
+  for cls in defaults.iter("default"):
+    pos = cls.find("position")
+    if pos is not None and pos.get("forcerange"):
+      force[cls.get("class")] = pos.get("forcerange")
+  out = ET.Element("actuator")
+  for a in actuators:
+    cls = a.get("class")
+    if a.tag == "position" and cls in force and "finger" not in cls:
+      lim = force[cls]
+      out.append(ET.Element("motor", {"name": a.get("name"), "joint": a.get("joint"),
+                                      "ctrlrange": lim, "forcerange": lim}))
+    else:
+      out.append(a)
+  return out

@@ -21,6 +21,7 @@ import numpy as np
 from mujoco import mjx
 
 from envs import control, experts, predicates, scene
+from envs import control as _ctl  # the module, where __init__'s `control` argument shadows it
 from envs.core import State
 
 SANE_BOX = 10.0  # m: a body farther out along any axis means the physics blew up
@@ -90,6 +91,8 @@ class TabletopSuite:
     privileged policies).
   substeps: physics steps per 20 Hz control step (timestep = 0.05 / substeps).
   eval_seed: seed of the 50 fixed evaluation initial states per task.
+  control: how the arm tracks the IK joint targets within a control step, "servo" (position
+    actuators) or "torque" (computed torque on motors); see ``envs.control``.
   """
 
   action_size = 7
@@ -97,7 +100,7 @@ class TabletopSuite:
 
   def __init__(self, spec: SuiteSpec, image_size: int = 64, render: bool = True,
                substeps: int = 5, eval_seed: int = 0, max_episode_steps: int | None = None,
-               depth: bool = False, segmentation: bool = False):
+               depth: bool = False, segmentation: bool = False, control: str = "servo"):
     """``depth`` / ``segmentation``: also observe ``{camera}_depth`` (float32 [H, W], metres
     along the ray, 1e4 where nothing is hit) and ``{camera}_segmentation`` (int32 [H, W], MuJoCo
     geom id, -1 where nothing is hit) for both cameras."""
@@ -105,6 +108,9 @@ class TabletopSuite:
       raise ValueError(f"image_size must be >= 8, got {image_size}")
     if substeps < 1:
       raise ValueError(f"substeps must be >= 1, got {substeps}")
+    if control not in _ctl.CONTROL_MODES:
+      raise ValueError(f"control must be one of {_ctl.CONTROL_MODES}, got {control!r}")
+    self.control = control
     self.spec = spec
     self.name = spec.name
     self.image_size = image_size
@@ -120,10 +126,13 @@ class TabletopSuite:
     self.num_tasks = len(spec.tasks)
     xml, self.num_contact_pairs = scene.build(
         spec.bodies, spec.rules, cameras=[AGENTVIEW], model_name=spec.name,
-        option=dict(timestep=f"{self.control_dt / substeps:.6g}"))
+        option=dict(timestep=f"{self.control_dt / substeps:.6g}"),
+        arm_motors=control == "torque")
     self.xml = xml
     self.mj_model = mujoco.MjModel.from_xml_string(xml)
     self.mjx_model = mjx.put_model(self.mj_model)
+    self._arm_force = jnp.asarray(self.mj_model.actuator_ctrlrange[:_ctl.N_ARM, 1],
+                                  jnp.float32)
     self._index()
     self._tables()
     self.cameras = ("agentview", "wrist")
@@ -228,15 +237,23 @@ class TabletopSuite:
     qpos = qpos.at[idx].set(pose)
     if len(self.art_qadr):
       qpos = qpos.at[self.art_qadr].set(self.task_joints[task_id])
-    ctrl = jnp.concatenate([jnp.asarray(control.HOME_QPOS),
-                            jnp.full((2,), control.FINGER_OPEN)])
+    arm = jnp.zeros(7) if self.control == "torque" else jnp.asarray(control.HOME_QPOS)
+    ctrl = jnp.concatenate([arm, jnp.full((2,), control.FINGER_OPEN)])
     d = mjx.make_data(m).replace(qpos=qpos, ctrl=ctrl)
     return mjx.forward(m, d)
 
-  def _physics(self, d: mjx.Data, ctrl: jax.Array) -> mjx.Data:
+  def _physics(self, d: mjx.Data, target: jax.Array) -> mjx.Data:
+    """One control step of physics towards joint targets [9] (7 arm joints, 2 fingers)."""
     m = self.mjx_model
-    d = d.replace(ctrl=ctrl)
-    d, _ = jax.lax.scan(lambda d, _: (mjx.step(m, d), None), d, None, length=self.substeps)
+    if self.control == "servo":
+      d = d.replace(ctrl=target)
+      d, _ = jax.lax.scan(lambda d, _: (mjx.step(m, d), None), d, None, length=self.substeps)
+      return d
+
+    def substep(d, _):
+      tau = control.computed_torque(m, d, target[:7], self._arm_force)
+      return mjx.step(m, d.replace(ctrl=jnp.concatenate([tau, target[7:]]))), None
+    d, _ = jax.lax.scan(substep, d, None, length=self.substeps)
     return d
 
   def privileged(self, d: mjx.Data) -> dict[str, jax.Array]:

@@ -354,6 +354,8 @@ def main(argv=None):
                   help="with --policy: it drives the first 0..N control steps of each episode, "
                   "then the expert finishes and only the expert's part is recorded")
   ap.add_argument("--temperature", type=float, default=0.0, help="with --policy: 0 = greedy")
+  ap.add_argument("--control", default="servo", choices=("servo", "torque"),
+                  help="the arm's joint law (envs/control.py); SFT checks it against its config")
   ap.add_argument("--keep", default="success", choices=("success", "all"),
                   help="write successful episodes only, or all that ran")
   args = ap.parse_args(argv)
@@ -361,7 +363,7 @@ def main(argv=None):
   r = collect(args.suite, args.demos_per_task, args.out, image_size=args.image_size,
               batch=args.batch, seed=args.seed, action_noise=args.action_noise, block=args.block,
               tasks=tasks, policy=args.policy, beta=args.beta, temperature=args.temperature,
-              keep=args.keep, handover=args.handover)
+              keep=args.keep, handover=args.handover, env_kwargs=dict(control=args.control))
   print(f"{'task':>4} {'kept':>5} {'succeeded':>9} {'attempted':>9}")
   for t, (k, s, a) in enumerate(zip(r["kept"], r["succeeded"], r["attempted"])):
     if a:

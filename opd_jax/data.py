@@ -289,3 +289,16 @@ def gather(arrays: Arrays, idx: jax.Array) -> tuple[dict, jax.Array]:
   hist["timestep_pad_mask"] = arrays.pad[idx]
   hist["task_id"] = arrays.task_id[idx]
   return hist, arrays.tokens[idx]
+
+
+def env_kwargs(path: str) -> dict:
+  """The environment options a demo file was collected with (``data.attrs['env_args']``, as
+  robomimic writes it); {} when the file does not say."""
+  with h5py.File(path, "r") as f:
+    raw = f["data"].attrs.get("env_args") if "data" in f else None
+  if raw is None:
+    return {}
+  try:
+    return dict(json.loads(_str(raw)).get("env_kwargs") or {})
+  except (ValueError, AttributeError) as e:
+    raise FormatError(f"{path}: data.attrs['env_args'] is not robomimic's JSON: {e}") from e

@@ -171,6 +171,14 @@ def test_validate_names_field(demo_path, tmp_path):
   c.env.image_size = 32
   with pytest.raises(ValueError, match="image_size"):
     sft.run(c, progress=False)
+  # demos without env_args['env_kwargs']['control'] were collected with the servo law
+  c = _config(demo_path, str(tmp_path / "wrong_control"), 2)
+  c.env.control = "torque"
+  with pytest.raises(ValueError, match="collected with control='servo'"):
+    sft.run(c, progress=False)
+  c.env.control = "velocity"
+  with pytest.raises(ValueError, match="env.control"):
+    sft.run(c, progress=False)
 
 
 def test_random_shift_moves_content():
