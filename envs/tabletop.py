@@ -21,9 +21,10 @@ import numpy as np
 from mujoco import mjx
 
 from envs import control, experts, predicates, scene
-from envs import control as _ctl  # the module, where __init__'s `control` argument shadows it
 from envs.core import State
 
+# the control module's names, where __init__'s `control` argument shadows the module
+CONTROL_MODES, N_ARM = control.CONTROL_MODES, control.N_ARM
 SANE_BOX = 10.0  # m: a body farther out along any axis means the physics blew up
 PARK_X = 2.5  # objects a task does not use wait here, behind the agentview camera
 
@@ -108,8 +109,8 @@ class TabletopSuite:
       raise ValueError(f"image_size must be >= 8, got {image_size}")
     if substeps < 1:
       raise ValueError(f"substeps must be >= 1, got {substeps}")
-    if control not in _ctl.CONTROL_MODES:
-      raise ValueError(f"control must be one of {_ctl.CONTROL_MODES}, got {control!r}")
+    if control not in CONTROL_MODES:
+      raise ValueError(f"control must be one of {CONTROL_MODES}, got {control!r}")
     self.control = control
     self.spec = spec
     self.name = spec.name
@@ -131,8 +132,7 @@ class TabletopSuite:
     self.xml = xml
     self.mj_model = mujoco.MjModel.from_xml_string(xml)
     self.mjx_model = mjx.put_model(self.mj_model)
-    self._arm_force = jnp.asarray(self.mj_model.actuator_ctrlrange[:_ctl.N_ARM, 1],
-                                  jnp.float32)
+    self._arm_force = jnp.asarray(self.mj_model.actuator_ctrlrange[:N_ARM, 1], jnp.float32)
     self._index()
     self._tables()
     self.cameras = ("agentview", "wrist")

@@ -72,6 +72,7 @@ import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
+from envs.control import CONTROL_MODES
 
 COLLECT_TAG = 0x636F6C6C  # folded into the seed: collection keys never equal eval keys
 
@@ -354,7 +355,7 @@ def main(argv=None):
                   help="with --policy: it drives the first 0..N control steps of each episode, "
                   "then the expert finishes and only the expert's part is recorded")
   ap.add_argument("--temperature", type=float, default=0.0, help="with --policy: 0 = greedy")
-  ap.add_argument("--control", default="servo", choices=("servo", "torque"),
+  ap.add_argument("--control", default="servo", choices=CONTROL_MODES,
                   help="the arm's joint law (envs/control.py); SFT checks it against its config")
   ap.add_argument("--keep", default="success", choices=("success", "all"),
                   help="write successful episodes only, or all that ran")

@@ -291,14 +291,15 @@ def gather(arrays: Arrays, idx: jax.Array) -> tuple[dict, jax.Array]:
   return hist, arrays.tokens[idx]
 
 
-def env_kwargs(path: str) -> dict:
-  """The environment options a demo file was collected with (``data.attrs['env_args']``, as
-  robomimic writes it); {} when the file does not say."""
-  with h5py.File(path, "r") as f:
-    raw = f["data"].attrs.get("env_args") if "data" in f else None
-  if raw is None:
-    return {}
-  try:
-    return dict(json.loads(_str(raw)).get("env_kwargs") or {})
-  except (ValueError, AttributeError) as e:
-    raise FormatError(f"{path}: data.attrs['env_args'] is not robomimic's JSON: {e}") from e
+def env_kwargs(path: str) -> dict[str, dict]:
+  """``{file: environment options}`` for each demo file of ``path`` (as ``load`` takes it), from
+  ``data.attrs['env_args']`` as robomimic writes it; {} for a file that does not say."""
+  out = {}
+  for p in _paths(path):
+    with h5py.File(p, "r") as f:
+      raw = f["data"].attrs.get("env_args") if "data" in f else None
+    try:
+      out[p] = {} if raw is None else dict(json.loads(_str(raw)).get("env_kwargs") or {})
+    except (ValueError, AttributeError) as e:
+      raise FormatError(f"{p}: data.attrs['env_args'] is not robomimic's JSON: {e}") from e
+  return out

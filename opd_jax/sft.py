@@ -58,8 +58,8 @@ def validate(config) -> None:
        "(made by python -m opd_jax.collect)")
   need(config.env.suite in envs.registered(), "env.suite",
        f"{config.env.suite!r} is not a registered suite {envs.registered()}")
-  need(config.env.get("control", "servo") in CONTROL_MODES, "env.control",
-       f"must be one of {CONTROL_MODES}, got {config.env.get('control')!r}")
+  need(config.env.control in CONTROL_MODES, "env.control",
+       f"must be one of {CONTROL_MODES}, got {config.env.control!r}")
   need(config.data.demos_per_task == -1 or config.data.demos_per_task >= 1,
        "data.demos_per_task", f"must be -1 (all) or >= 1, got {config.data.demos_per_task}")
   need(0.0 <= config.data.val_fraction < 1.0, "data.val_fraction",
@@ -163,9 +163,9 @@ def load_data(config, env, cfg):
     val = _subset(full, ~keep)
   else:
     train = full
-  control = config.env.get("control", "servo")
-  for path in data._paths(d.path):  # pylint: disable=protected-access
-    demo_control = data.env_kwargs(path).get("control", "servo")  # older files: servo
+  control = config.env.control
+  for path, kw in data.env_kwargs(d.path).items():
+    demo_control = kw.get("control", "servo")  # files from before the option: servo
     if demo_control != control:
       raise ValueError(f"config.env.control={control!r} but the demos in {path} were collected "
                        f"with control={demo_control!r}; set config.env.control={demo_control!r} "

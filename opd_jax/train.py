@@ -46,8 +46,8 @@ def validate(config) -> None:
   need(config.env.suite in envs.registered(), "env.suite",
        f"{config.env.suite!r} is not a registered suite {envs.registered()}")
   need(config.env.image_size >= 8, "env.image_size", f"must be >= 8, got {config.env.image_size}")
-  need(config.env.get("control", "servo") in CONTROL_MODES, "env.control",
-       f"must be one of {CONTROL_MODES}, got {config.env.get('control')!r}")
+  need(config.env.control in CONTROL_MODES, "env.control",
+       f"must be one of {CONTROL_MODES}, got {config.env.control!r}")
   need(config.objective in objectives.OBJECTIVES, "objective",
        f"{config.objective!r} is not one of {sorted(objectives.OBJECTIVES)}")
   need(config.rollout.prompts >= 1, "rollout.prompts", f"must be >= 1, got {config.rollout.prompts}")
@@ -90,7 +90,7 @@ def identity_stats(dim: int) -> act.ActionStats:
 
 def make_env(config):
   kw = dict(image_size=config.env.image_size, substeps=config.env.substeps,
-            control=config.env.get("control", "servo"))
+            control=config.env.control)
   if config.env.max_episode_steps > 0:
     kw["max_episode_steps"] = config.env.max_episode_steps
   return envs.make(config.env.suite, **kw), kw

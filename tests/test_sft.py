@@ -179,6 +179,15 @@ def test_validate_names_field(demo_path, tmp_path):
   c.env.control = "velocity"
   with pytest.raises(ValueError, match="env.control"):
     sft.run(c, progress=False)
+  # a file that records its law, joined with one that does not: each file is checked
+  torque_path = str(tmp_path / "torque_demos.hdf5")
+  shutil.copy(demo_path, torque_path)
+  with h5py.File(torque_path, "a") as f:
+    f["data"].attrs["env_args"] = json.dumps(dict(env_name="libero_spatial",
+                                                  env_kwargs=dict(control="torque")))
+  c = _config(f"{demo_path},{torque_path}", str(tmp_path / "mixed_control"), 2)
+  with pytest.raises(ValueError, match="torque_demos.hdf5 were collected with control='torque'"):
+    sft.run(c, progress=False)
 
 
 def test_random_shift_moves_content():
