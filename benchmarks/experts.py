@@ -1,10 +1,12 @@
 """Scripted-expert success per task on the evaluation initial states.
 
   python benchmarks/experts.py --suite libero_10 --states 50 [--random] [--batch 100] [--control torque]
+      [--noise 0.1]
 
 --random: each world first takes 0-60 uniform random actions (drawn per world), then the expert
 has a whole episode (the issue's robustness figure, target >= 80%); without it the target is
->= 95% per task. Prints a Markdown table and the time taken.
+>= 95% per task. --noise S adds Gaussian noise of std S to every executed arm action (the expert
+acting through a policy's errors). Prints a Markdown table and the time taken.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ def main(argv=None):
   ap.add_argument("--batch", type=int, default=100)
   ap.add_argument("--random", action="store_true")
   ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--control", default="servo", help="servo | torque (see envs.control)")
+  ap.add_argument("--control", default="torque", help="torque | servo (see envs.control)")
+  ap.add_argument("--noise", type=float, default=0.0, help="per-step arm action noise std")
   args = ap.parse_args(argv)
   env = envs.make(args.suite, render=False, control=args.control)
   tasks, idx = task_state_grid(env.num_tasks, args.states)
@@ -39,11 +42,14 @@ def main(argv=None):
     pad = args.batch - n  # keep one compiled shape
     tk, ix = np.pad(tasks[sl], (0, pad)), np.pad(idx[sl], (0, pad))
     pr = None if prefix is None else np.pad(prefix[sl], (0, pad))
-    succ[sl] = expert_success(env, tk, ix, pr, seed=args.seed + i)[:n]
+    succ[sl] = expert_success(env, tk, ix, pr, seed=args.seed + i,
+                               action_noise=args.noise)[:n]
     print(f"  {min(i + args.batch, len(tasks))}/{len(tasks)} worlds, {time.time() - t0:.0f} s",
           flush=True)
   per_task = succ.reshape(env.num_tasks, args.states).mean(1)
   mode = "after 0-60 random actions" if args.random else "from the evaluation states"
+  if args.noise:
+    mode += f", arm action noise std {args.noise}"
   print(f"\n{args.suite} ({args.control} control), {args.states} states per task, {mode}: "
         f"{100 * succ.mean():.1f}% ({int(succ.sum())}/{succ.size}), {time.time() - t0:.0f} s")
   print("| task | " + " | ".join(str(t) for t in range(env.num_tasks)) + " |")

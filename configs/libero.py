@@ -43,10 +43,12 @@ def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.workdir = f"runs/opd_{suite}"
-  # control: how the arm tracks its IK joint targets, "servo" (position actuators; every
-  # checkpoint so far) or "torque" (computed torque: straight Cartesian motion); envs/control.py.
+  # control: how the arm tracks its IK joint targets, "torque" (computed torque: straight
+  # Cartesian motion, the default) or "servo" (position actuators: a command also moves the hand
+  # off its axis; checkpoints made before 2026-12); envs/control.py. A checkpoint only runs
+  # under the law it was trained with.
   c.env = dict(suite=SUITES[suite], image_size=64, substeps=5, max_episode_steps=-1,
-               control="servo")
+               control="torque")
 
   # Student: a checkpoint directory to start from ("" = fresh initialisation).
   c.student = dict(init="", model=model_config("nano"))

@@ -1,7 +1,9 @@
-"""Measure the scripted experts: success from evaluation initial states, optionally after random actions.
+"""Measure the scripted experts: success from evaluation initial states, optionally after random
+actions, optionally with Gaussian noise added to every executed arm action.
 
-Used by the tests (a few states per task) and benchmarks/experts.py (all 50, and the
-random-prefix robustness figure).
+Used by the tests (a few states per task) and benchmarks/experts.py (all 50, the
+random-prefix robustness figure, and the per-step noise figure: how far a policy's action errors
+may go before the expert's own strategy fails, which bounds what imitating it can reach).
 """
 from __future__ import annotations
 
@@ -12,17 +14,22 @@ import jax.numpy as jnp
 import numpy as np
 
 
+ARM = np.array([1.0] * 6 + [0.0], np.float32)  # noise on the 6 arm dims, never the gripper
+
+
 @functools.lru_cache(maxsize=None)
 def _runner(env, max_random: int):
   @jax.jit
-  def run(task_ids, indices, n_random, key):
+  def run(task_ids, indices, n_random, key, noise):
     s = jax.vmap(env.reset_eval)(task_ids, indices)
 
     def body(carry, t):
       s, succ, key = carry
-      key, sub = jax.random.split(key)
-      rand = jax.random.uniform(sub, (task_ids.shape[0], env.action_size), minval=-1, maxval=1)
+      key, sub, k_noise = jax.random.split(key, 3)
+      shape = (task_ids.shape[0], env.action_size)
+      rand = jax.random.uniform(sub, shape, minval=-1, maxval=1)
       expert = jax.vmap(env.expert_action)(s)
+      expert = jnp.clip(expert + noise * ARM * jax.random.normal(k_noise, shape), -1.0, 1.0)
       a = jnp.where((t < n_random)[:, None], rand, expert)
       s = jax.vmap(env.step)(s, a)
       # the expert gets a whole episode's worth of steps after the random prefix
@@ -43,16 +50,21 @@ def task_state_grid(num_tasks: int, states: int) -> tuple[np.ndarray, np.ndarray
 
 
 def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
-                   max_random: int = 60) -> np.ndarray:
+                   max_random: int = 60, action_noise: float = 0.0) -> np.ndarray:
   """Success [B] of the expert from ``reset_eval(task_ids, indices)``.
 
   random_steps: int [B] uniform random actions taken first (each <= max_random); the expert
   then has max_episode_steps control steps to succeed.
+  action_noise: std of Gaussian noise added to the expert's 6 arm dims at every step (in the
+  [-1, 1] action units; the sum is clipped to [-1, 1]); 0 = the clean expert.
   """
+  if not (action_noise >= 0.0 and np.isfinite(action_noise)):
+    raise ValueError(f"action_noise must be a finite std >= 0, got {action_noise}")
   task_ids = jnp.asarray(task_ids, jnp.int32)
   n = (jnp.zeros(task_ids.shape, jnp.int32) if random_steps is None
        else jnp.asarray(random_steps, jnp.int32))
   if int(jnp.max(n, initial=0)) > max_random:
     raise ValueError(f"random_steps up to {max_random}, got {int(jnp.max(n))}")
   run = _runner(env, max_random if random_steps is not None else 0)
-  return np.asarray(run(task_ids, jnp.asarray(indices, jnp.int32), n, jax.random.PRNGKey(seed)))
+  return np.asarray(run(task_ids, jnp.asarray(indices, jnp.int32), n, jax.random.PRNGKey(seed),
+                        jnp.float32(action_noise)))

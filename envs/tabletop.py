@@ -92,8 +92,9 @@ class TabletopSuite:
     privileged policies).
   substeps: physics steps per 20 Hz control step (timestep = 0.05 / substeps).
   eval_seed: seed of the 50 fixed evaluation initial states per task.
-  control: how the arm tracks the IK joint targets within a control step, "servo" (position
-    actuators) or "torque" (computed torque on motors); see ``envs.control``.
+  control: how the arm tracks the IK joint targets within a control step, "torque" (computed
+    torque on motors: straight Cartesian motion; the default) or "servo" (position actuators,
+    the law of checkpoints made before 2026-12); see ``envs.control``.
   """
 
   action_size = 7
@@ -101,7 +102,7 @@ class TabletopSuite:
 
   def __init__(self, spec: SuiteSpec, image_size: int = 64, render: bool = True,
                substeps: int = 5, eval_seed: int = 0, max_episode_steps: int | None = None,
-               depth: bool = False, segmentation: bool = False, control: str = "servo"):
+               depth: bool = False, segmentation: bool = False, control: str = "torque"):
     """``depth`` / ``segmentation``: also observe ``{camera}_depth`` (float32 [H, W], metres
     along the ray, 1e4 where nothing is hit) and ``{camera}_segmentation`` (int32 [H, W], MuJoCo
     geom id, -1 where nothing is hit) for both cameras."""

@@ -129,6 +129,15 @@ def saved_model(meta: dict | None) -> dict | None:
     return model
 
 
+def trained_env_kwargs(meta: dict | None) -> dict:
+  """The suite options a checkpoint was trained under (``meta['env_kwargs']``). ``control``
+  is always there: checkpoints written before the option existed were all trained under the
+  position-servo law, ``"servo"``."""
+  kw = dict((meta or {}).get("env_kwargs") or {})
+  kw.setdefault("control", "servo")
+  return kw
+
+
 def load_policy(path: str):
   """Rebuilds a policy from a checkpoint directory alone.
 

@@ -215,8 +215,8 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   if policy:
     from opd_jax import checkpoint  # pylint: disable=import-outside-toplevel
     from opd_jax.policy import Policy, check_obs_matches  # pylint: disable=import-outside-toplevel
-    graphdef, params, pcfg, stats, _ = checkpoint.load_policy(policy)
-    check_obs_matches(pcfg, env, "--policy")
+    graphdef, params, pcfg, stats, meta = checkpoint.load_policy(policy)
+    check_obs_matches(pcfg, env, "--policy", meta)
     if pcfg.history != 1:
       raise ValueError(f"--policy: only history-1 policies drive collection; {policy} has "
                        f"history {pcfg.history}")
@@ -355,7 +355,7 @@ def main(argv=None):
                   help="with --policy: it drives the first 0..N control steps of each episode, "
                   "then the expert finishes and only the expert's part is recorded")
   ap.add_argument("--temperature", type=float, default=0.0, help="with --policy: 0 = greedy")
-  ap.add_argument("--control", default="servo", choices=CONTROL_MODES,
+  ap.add_argument("--control", default="torque", choices=CONTROL_MODES,
                   help="the arm's joint law (envs/control.py); SFT checks it against its config")
   ap.add_argument("--keep", default="success", choices=("success", "all"),
                   help="write successful episodes only, or all that ran")

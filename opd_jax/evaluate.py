@@ -113,10 +113,10 @@ def main(argv=None):
   suite = args.suite or meta.get("suite", "")
   if not suite:
     raise SystemExit("--suite is required: the checkpoint does not name its suite")
-  env_kw = dict(meta.get("env_kwargs", {}))
+  env_kw = checkpoint.trained_env_kwargs(meta)
   env_kw["image_size"] = cfg.image_size
   env = BatchEnv(envs.make(suite, **env_kw))
-  check_obs_matches(cfg, env.env, "evaluated")
+  check_obs_matches(cfg, env.env, "evaluated", meta)
   policy = Policy.build(graphdef, cfg, stats, env.instructions)
   ev = Evaluator(env, policy, episodes_per_task=args.episodes, batch=args.batch,
                  execute=args.execute or None)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from opd_jax import actions as act
-from opd_jax import models
+from opd_jax import checkpoint, models
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -60,8 +60,10 @@ class Policy:
     return act.decode(self.stats, tokens)
 
 
-def check_obs_matches(cfg: models.ModelConfig, env, who: str) -> None:
-  """A model must see the suite's cameras at the suite's resolution."""
+def check_obs_matches(cfg: models.ModelConfig, env, who: str, meta: dict | None = None) -> None:
+  """A model must see the suite's cameras at the suite's resolution; with its checkpoint's
+  ``meta``, it must also act under the arm law (``control``) it was trained under: the same
+  action moves the hand differently under the servo and the computed-torque laws."""
   size = getattr(env, "image_size", None)
   if size is not None and size != cfg.image_size:
     raise ValueError(f"{who} model expects {cfg.image_size}x{cfg.image_size} images but the suite "
@@ -73,6 +75,13 @@ def check_obs_matches(cfg: models.ModelConfig, env, who: str) -> None:
   if cfg.action_dim != env.action_size:
     raise ValueError(f"{who} model has action_dim={cfg.action_dim}; the suite's actions have "
                      f"{env.action_size} dims")
+  law = getattr(env, "control", None)
+  if meta is not None and law is not None:
+    saved = checkpoint.trained_env_kwargs(meta)["control"]
+    if saved != law:
+      raise ValueError(f"{who} checkpoint was trained with control={saved!r} but the suite runs "
+                       f"control={law!r}: set config.env.control={saved!r} (or --control "
+                       f"{saved}), or use a checkpoint trained under {law!r}")
 
 
 def init_history(obs: dict, length: int) -> dict:

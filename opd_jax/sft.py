@@ -209,8 +209,8 @@ def run(config, *, progress: bool = True) -> TrainState:
   if init:
     # warm start (fine-tuning): architecture, parameters and action statistics come from the
     # checkpoint; the optimiser and its schedule start afresh
-    _, init_params, cfg, init_stats, _ = checkpoint.load_policy(init)
-    check_obs_matches(cfg, env, "sft.init")
+    _, init_params, cfg, init_stats, init_meta = checkpoint.load_policy(init)
+    check_obs_matches(cfg, env, "sft.init", init_meta)
     print(f"sft.init: the architecture is {init}'s ({cfg.size}, {cfg.num_layers} layers, width "
           f"{cfg.width}); config.student.model is not used")
   else:

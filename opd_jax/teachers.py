@@ -134,8 +134,8 @@ def make(tcfg, env, student: Policy):
   elif tcfg.kind == "checkpoint":
     if not tcfg.checkpoint:
       raise ValueError("config.teacher.kind='checkpoint' needs config.teacher.checkpoint=PATH")
-    graphdef, params, cfg, stats, _ = checkpoint.load_policy(tcfg.checkpoint)
-    check_obs_matches(cfg, env, "teacher")
+    graphdef, params, cfg, stats, meta = checkpoint.load_policy(tcfg.checkpoint)
+    check_obs_matches(cfg, env, "teacher", meta)
     teacher = CheckpointTeacher(Policy.build(graphdef, cfg, stats, env.instructions), params,
                                 tcfg.checkpoint)
   else:

@@ -99,8 +99,8 @@ def make_env(config):
 def make_student(config, env):
   """(Policy, params, where-from) from config.student.init or a fresh init."""
   if config.student.init:
-    graphdef, params, cfg, stats, _ = checkpoint.load_policy(config.student.init)
-    check_obs_matches(cfg, env, "student")
+    graphdef, params, cfg, stats, meta = checkpoint.load_policy(config.student.init)
+    check_obs_matches(cfg, env, "student", meta)
     return Policy.build(graphdef, cfg, stats, env.instructions), params, config.student.init
   cfg = model_config_from(config, env)
   graphdef, params = models.make_policy(cfg, seed=config.seed)

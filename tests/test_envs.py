@@ -138,20 +138,17 @@ def test_end_effector_control_follows_command(blind_fns):
                    "different time constants, so within a 50 ms step they follow a curved path and "
                    "a pure +x command also lifts the TCP by ~1.7 cm per step; control='torque' "
                    "fixes it (the test below)")
-def test_servo_cartesian_command_does_not_drift_in_z(blind_fns):
+def test_servo_cartesian_command_does_not_drift_in_z():
+  env = envs.make("libero_spatial", render=False, control="servo")
+  _assert_straight_cartesian_motion(jax.jit(env.reset), jax.jit(env.step))
+
+
+def test_torque_cartesian_command_is_straight(spatial_blind, blind_fns):
+  """Computed torque (the default law): every joint converges with the same time constant, so
+  a translation stays a translation and a yaw stays a yaw (the servo's cross-axis drift is ~10x
+  larger)."""
+  assert spatial_blind.control == "torque"
   _assert_straight_cartesian_motion(blind_fns[0], blind_fns[2])
-
-
-@pytest.fixture(scope="session")
-def torque_fns():
-  env = envs.make("libero_spatial", render=False, control="torque")
-  return jax.jit(env.reset), jax.jit(env.step)
-
-
-def test_torque_cartesian_command_is_straight(torque_fns):
-  """Computed torque: every joint converges with the same time constant, so a translation
-  stays a translation and a yaw stays a yaw (the servo's cross-axis drift is ~10x larger)."""
-  _assert_straight_cartesian_motion(*torque_fns)
 
 
 def _assert_straight_cartesian_motion(reset, step):
@@ -188,7 +185,11 @@ def test_mjx_matches_c_engine(spatial_blind, blind_fns):
   d.qpos[:] = np.asarray(s.data.qpos)
   d.ctrl[:] = np.asarray(s.data.ctrl)
   mujoco.mj_forward(m, d)
-  ctrl = np.asarray(control.HOME_QPOS + (0.03, 0.03)) + np.array([0.2, 0.1, 0, -0.15, 0, 0.1, 0.3, 0, 0])
+  # the arm's actuators are torque motors (N m) under the default law, position servos (rad)
+  # under "servo"; the fingers are servos under both
+  arm = (np.array([6.0, -4.0, 3.0, 5.0, 1.0, -1.0, 0.5]) if env.control == "torque"
+         else np.asarray(control.HOME_QPOS) + np.array([0.2, 0.1, 0, -0.15, 0, 0.1, 0.3]))
+  ctrl = np.concatenate([arm, [0.03, 0.03]])
   d.ctrl[:] = ctrl
   dx = s.data.replace(ctrl=jnp.asarray(ctrl, jnp.float32))
   mstep = jax.jit(lambda d: jax.lax.fori_loop(0, 40, lambda i, d: mjx.step(env.mjx_model, d), d))
@@ -198,7 +199,7 @@ def test_mjx_matches_c_engine(spatial_blind, blind_fns):
   np.testing.assert_allclose(np.asarray(dx.qpos[:9]), d.qpos[:9], atol=2e-3)
   obj = env.obj_qadr[0]
   np.testing.assert_allclose(np.asarray(dx.qpos[obj:obj + 3]), d.qpos[obj:obj + 3], atol=2e-3)
-  # and the arm actually moved toward the commanded joints
+  # and the arm actually moved
   assert np.abs(d.qpos[:7] - np.asarray(control.HOME_QPOS)).max() > 0.05
 
 

@@ -41,7 +41,7 @@ def _spot(name):
 # table spots, clear of the fixtures and of each other by >= 2 cm after noise
 SPOT_A = (0.49, -0.06, 0.0)  # between the plate and the ramekin
 SPOT_B = (0.36, -0.26, 0.0)  # next to the ramekin
-SPOT_C = (0.45, 0.16, 0.0)  # table centre
+SPOT_C = (0.41, 0.14, 0.0)  # table centre (bowl clear of the cabinet top board when lifted straight up)
 SPOT_D = (0.72, 0.0, 0.0)  # next to the cookie box
 SPOT_E = (0.45, 0.04, 0.0)  # next to the plate
 # where the other bowl waits in each task (clear of the target's spot)
