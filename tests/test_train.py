@@ -75,11 +75,16 @@ def test_config_variants_build():
   assert train.model_config_from(c, env).patches_per_camera == 64
 
 
-def _saved_policy(path, chunk, stats):
+def _saved_policy(path, chunk, stats, law="torque"):
+  """A nano checkpoint trained under arm law ``law``; None writes no suite options (a
+  checkpoint from before the option, which reads as servo)."""
   cfg = models.ModelConfig(size="nano", image_size=16, chunk=chunk)
   _, params = models.make_policy(cfg, 0)
   mgr = checkpoint.manager(str(path))
-  checkpoint.save(mgr, 1, params, dict(model=cfg.to_dict(), action_stats=stats.to_dict()))
+  meta = dict(model=cfg.to_dict(), action_stats=stats.to_dict())
+  if law is not None:
+    meta["env_kwargs"] = dict(image_size=16, control=law)
+  checkpoint.save(mgr, 1, params, meta)
   return cfg
 
 
@@ -99,6 +104,14 @@ def test_mismatched_teacher_is_a_clear_error_before_compiling(tmp_path):
   tcfg.checkpoint = str(tmp_path / "stats")
   with pytest.raises(ValueError, match="action statistics differ"):
     teachers.make(tcfg, env, student)
+  # A checkpoint trained under another arm law (or from before the option: servo) is refused.
+  assert env.control == "torque"
+  for name, law in (("old", None), ("servo", "servo")):
+    _saved_policy(tmp_path / name, 4, stats, law)
+    tcfg.checkpoint = str(tmp_path / name)
+    with pytest.raises(ValueError, match="trained with control='servo' but the suite runs "
+                       "control='torque'"):
+      teachers.make(tcfg, env, student)
   # A matching checkpoint teacher loads.
   _saved_policy(tmp_path / "ok", 4, stats)
   tcfg.checkpoint = str(tmp_path / "ok")
