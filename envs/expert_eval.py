@@ -29,7 +29,8 @@ def _runner(env, max_random: int):
       shape = (task_ids.shape[0], env.action_size)
       rand = jax.random.uniform(sub, shape, minval=-1, maxval=1)
       expert = jax.vmap(env.expert_action)(s)
-      expert = jnp.clip(expert + noise * ARM * jax.random.normal(k_noise, shape), -1.0, 1.0)
+      expert = jnp.clip(expert + noise[:, None] * ARM * jax.random.normal(k_noise, shape),
+                        -1.0, 1.0)
       a = jnp.where((t < n_random)[:, None], rand, expert)
       s = jax.vmap(env.step)(s, a)
       # the expert gets a whole episode's worth of steps after the random prefix
@@ -56,10 +57,12 @@ def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
   random_steps: int [B] uniform random actions taken first (each <= max_random); the expert
   then has max_episode_steps control steps to succeed.
   action_noise: std of Gaussian noise added to the expert's 6 arm dims at every step (in the
-  [-1, 1] action units; the sum is clipped to [-1, 1]); 0 = the clean expert.
+  [-1, 1] action units; the sum is clipped to [-1, 1]), one for all worlds or one per world
+  [B]; 0 = the clean expert.
   """
-  if not (action_noise >= 0.0 and np.isfinite(action_noise)):
-    raise ValueError(f"action_noise must be a finite std >= 0, got {action_noise}")
+  noise = np.broadcast_to(np.asarray(action_noise, np.float32), np.shape(task_ids))
+  if not np.all(np.isfinite(noise) & (noise >= 0)):
+    raise ValueError(f"action_noise must be finite stds >= 0, got {action_noise}")
   task_ids = jnp.asarray(task_ids, jnp.int32)
   n = (jnp.zeros(task_ids.shape, jnp.int32) if random_steps is None
        else jnp.asarray(random_steps, jnp.int32))
@@ -67,4 +70,4 @@ def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
     raise ValueError(f"random_steps up to {max_random}, got {int(jnp.max(n))}")
   run = _runner(env, max_random if random_steps is not None else 0)
   return np.asarray(run(task_ids, jnp.asarray(indices, jnp.int32), n, jax.random.PRNGKey(seed),
-                        jnp.float32(action_noise)))
+                        jnp.asarray(noise)))

@@ -60,3 +60,13 @@ def test_expert_solves_every_spatial_task(spatial_blind):
   per_task = succ.mean(1)
   assert per_task.min() >= 2 / 3, per_task
   assert succ.mean() >= 0.9, per_task
+  # Acting through noise on every arm action (what a policy's errors add), the same worlds
+  # (one compiled batch): std 0.1 on states 0-1 (measured on 100 worlds: 92% under the default
+  # computed-torque law, 12% under the servo law), std 3 (near-random actions) on state 2.
+  tasks, states = task_state_grid(spatial_blind.num_tasks, n)
+  noise = np.where(states < 2, 0.1, 3.0)
+  succ = expert_success(spatial_blind, tasks, states, action_noise=noise)
+  assert succ[states < 2].mean() >= 0.8, succ.reshape(-1, n)
+  assert succ[states == 2].mean() <= 0.2, succ.reshape(-1, n)
+  with pytest.raises(ValueError, match="action_noise"):
+    expert_success(spatial_blind, tasks, states, action_noise=-0.1)
