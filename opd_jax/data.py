@@ -10,10 +10,12 @@ instructions. Several files may be given, comma-separated or as a glob.
 
 Samples (:func:`build_arrays`, :func:`gather`): every step ``t`` of every demo is
 one sample:
-- observation window of ``T`` (the model's history) ending at ``t``; slots before
-  the episode start repeat the first frame and are marked padding
-  (``timestep_pad_mask`` False), exactly as ``opd_jax.policy.init_history`` does
-  at rollout time;
+- observation window of ``T`` (the model's history) ending at ``t``, its frames
+  ``K`` (the chunk) steps apart: a rollout observes the world once per executed
+  chunk (``opd_jax.rollout``), so a history-2 policy sees ``t - K`` and ``t``
+  there and must be trained on the same spacing; slots before the episode start
+  repeat the first frame and are marked padding (``timestep_pad_mask`` False),
+  exactly as ``opd_jax.policy.init_history`` does at rollout time;
 - action chunk ``t .. t+K-1``; steps past the end of the episode REPEAT THE LAST
   ACTION (as OpenVLA-OFT does), so every sample has K full, unmasked steps;
 - tokenised with the action statistics (``opd_jax.actions.encode``).
@@ -254,12 +256,15 @@ class Arrays:
     return int(self.task_id.shape[0])
 
 
-def windows(ep_start: np.ndarray, ep_len: np.ndarray, history: int, chunk: int):
-  """Per step: (obs_index [N, T], pad [N, T], chunk_index [N, K]) — see the module doc."""
+def windows(ep_start: np.ndarray, ep_len: np.ndarray, history: int, chunk: int,
+            stride: int | None = None):
+  """Per step: (obs_index [N, T], pad [N, T], chunk_index [N, K]) — see the module doc.
+  ``stride``: control steps between a window's frames (default: the chunk)."""
+  stride = chunk if stride is None else stride
   start = np.repeat(ep_start, ep_len)
   end = start + np.repeat(ep_len, ep_len) - 1          # last step of the episode
   i = np.arange(int(ep_len.sum()))
-  back = i[:, None] - np.arange(history - 1, -1, -1)[None]   # oldest first
+  back = i[:, None] - stride * np.arange(history - 1, -1, -1)[None]   # oldest first
   pad = back >= start[:, None]
   obs_index = np.where(pad, back, start[:, None])       # before the start: the first frame
   chunk_index = np.minimum(i[:, None] + np.arange(chunk)[None], end[:, None])

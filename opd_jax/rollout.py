@@ -64,6 +64,12 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
   """
   k = student.cfg.chunk
   execute = check_execute(execute, k)
+  if student.cfg.history > 1 and execute != k:
+    # the world is observed once per executed part of a chunk, and such a policy was trained on
+    # frames one chunk apart (opd_jax.data)
+    raise ValueError(f"a history-{student.cfg.history} policy sees frames one chunk ({k} steps) "
+                     f"apart, as it was trained; execute={execute} would show it frames "
+                     f"{execute} apart: run whole chunks")
   if history is None:
     history = max(student.cfg.history, getattr(teacher, "history", 1))
   hist = init_history(state.obs, history)

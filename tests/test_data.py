@@ -107,13 +107,18 @@ def test_loader_maps_libero_instruction_to_task(demo_file, tmp_path):
 
 def test_windows_padding_and_chunks():
   # two episodes of lengths 3 and 2
-  obs_index, pad, chunk = data.windows(np.array([0, 3]), np.array([3, 2]), history=2, chunk=4)
+  obs_index, pad, chunk = data.windows(np.array([0, 3]), np.array([3, 2]), history=2, chunk=4,
+                                       stride=1)
   np.testing.assert_array_equal(obs_index, [[0, 0], [0, 1], [1, 2], [3, 3], [3, 4]])
   np.testing.assert_array_equal(pad, [[False, True], [True, True], [True, True],
                                       [False, True], [True, True]])
   # past the episode end the last action repeats; never crosses into the next episode
   np.testing.assert_array_equal(chunk, [[0, 1, 2, 2], [1, 2, 2, 2], [2, 2, 2, 2],
                                         [3, 4, 4, 4], [4, 4, 4, 4]])
+  # by default a window's frames are one chunk apart, as a rollout observes them
+  o2, p2, _ = data.windows(np.array([0]), np.array([7]), history=2, chunk=3)
+  np.testing.assert_array_equal(o2, [[0, 0], [0, 1], [0, 2], [0, 3], [1, 4], [2, 5], [3, 6]])
+  np.testing.assert_array_equal(p2[:, 0], [False, False, False, True, True, True, True])
   o1, p1, _ = data.windows(np.array([0]), np.array([3]), history=1, chunk=1)
   np.testing.assert_array_equal(o1[:, 0], [0, 1, 2])
   assert p1.all()
@@ -130,7 +135,7 @@ def test_build_arrays_and_gather(demo_file):
   assert hist["agentview"].shape == (2, 2, 16, 16, 3) and tokens.shape == (2, 8, 7)
   assert hist["timestep_pad_mask"].tolist() == [[False, True], [True, True]]
   np.testing.assert_array_equal(hist["wrist"][0, 0], d.images["wrist"][0])
-  np.testing.assert_array_equal(hist["proprio"][1, 0], d.proprio[last - 1])
+  np.testing.assert_array_equal(hist["proprio"][1, 0], d.proprio[last - 8])  # a chunk back
   np.testing.assert_array_equal(tokens[0], act.encode(stats, d.actions[:8]))
   np.testing.assert_array_equal(tokens[1], np.repeat(act.encode(stats, d.actions[last:last + 1]),
                                                      8, axis=0))

@@ -257,6 +257,10 @@ def test_receding_horizon_rollout_and_eval(tmp_path):
   assert ev.num_steps == 4 and ev.execute == 2   # (running it would be one more compile)
   with pytest.raises(ValueError, match=r"execute must be in \[1, chunk=4\], got 9"):
     eval_lib.Evaluator(benv, student, episodes_per_task=1, batch=10, execute=9)
+  # a history-2 policy is trained on frames one chunk apart: re-planning mid-chunk is refused
+  two = dataclasses.replace(student, cfg=dataclasses.replace(student.cfg, history=2))
+  with pytest.raises(ValueError, match="frames one chunk"):
+    rollout_lib.rollout(benv, two, params, state, jax.random.PRNGKey(0), 1, execute=2)
 
 
 def test_average_of_checkpoints(tmp_path):
