@@ -27,6 +27,7 @@ HOVER = 0.10  # m above a grasp point before descending
 CLEAR_Z = 0.16  # m: TCP height to travel at between objects when starting low
 CARRY_Z = 0.26  # m: lowest carry height of a held object's origin
 MAX_OPEN = 2 * control.FINGER_OPEN
+LIFT_STEP = 0.015  # m: highest TCP target above its position while the held object still rests
 
 
 def _rz(yaw):
@@ -94,7 +95,11 @@ def approach_and_grasp(priv, a):
   at_bottom = aligned & (p[2] - g[2] < 0.012)  # also when it slipped a little in the grip
   # closed on nothing (the thinnest grip, a knob lever, leaves 12 mm): open, retry
   empty = opening < 0.008
-  grip = jnp.where(at_bottom & ~empty, 1.0, -1.0)
+  closing = at_bottom & ~empty
+  grip = jnp.where(closing, 1.0, -1.0)
+  # hold still while the pads close: descending on, the closing pads dragged the object down
+  # by friction, and the stiff computed-torque arm pressed a bowl through a drawer's floor
+  tgt = jnp.where(closing, p, tgt)
   return _action(priv, tgt, yaw, grip)
 
 
@@ -125,7 +130,11 @@ def pick_place(priv, a, b, kind):
   # once lowered below the travel height, only a clear miss sends it back up
   far = jnp.linalg.norm(xy) > jnp.where(low, 0.02, 0.012)
   carry_z = travel + dz  # back down to the travel height if it overshot (servo lag, drift)
-  carry = jnp.where(low | resting, p.at[2].set(jnp.maximum(travel, o[2] + 0.05) + dz),
+  rise = jnp.maximum(travel, o[2] + 0.05) + dz
+  # off its support gently (<= LIFT_STEP a step): a full-speed yank of the stiff torque-law arm
+  # twisted a just-gripped bowl out of the pads
+  rise = jnp.where(resting, jnp.minimum(rise, p[2] + LIFT_STEP), rise)
+  carry = jnp.where(low | resting, p.at[2].set(rise),
                     jnp.concatenate([p[:2] + xy, carry_z[None]]))
   # descend at <= 3 cm a step: faster descents drag the TCP sideways (servo lag)
   lower = jnp.concatenate([p[:2] + xy, jnp.maximum(t[2] + dz, p[2] - 0.03)[None]])
