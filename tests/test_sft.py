@@ -21,8 +21,9 @@ SIZE = 16
 TASKS = (0, 1, 2)
 
 
-def _write_file(path, demos_per_task=3, n=12, seed=0):
-  """Demos whose actions depend on the task and the image (learnable, not constant)."""
+def _write_file(path, demos_per_task=3, n=12, seed=0, control="torque"):
+  """Demos whose actions depend on the task and the image (learnable, not constant), recorded as
+  collected under the arm law ``control`` (None: a file from before the option, read as servo)."""
   import envs  # pylint: disable=import-outside-toplevel
   instr = envs.make("libero_spatial", image_size=SIZE, render=False).instructions
   rng = np.random.default_rng(seed)
@@ -44,6 +45,9 @@ def _write_file(path, demos_per_task=3, n=12, seed=0):
     g.attrs["instructions"] = json.dumps(list(instr))
     g.attrs["suite"] = "libero_spatial"
     g.attrs["image_size"] = SIZE
+    if control is not None:
+      g.attrs["env_args"] = json.dumps(dict(env_name="libero_spatial",
+                                            env_kwargs=dict(control=control)))
 
 
 @pytest.fixture(scope="module")
@@ -172,21 +176,20 @@ def test_validate_names_field(demo_path, tmp_path):
   with pytest.raises(ValueError, match="image_size"):
     sft.run(c, progress=False)
   # demos without env_args['env_kwargs']['control'] were collected with the servo law
-  c = _config(demo_path, str(tmp_path / "wrong_control"), 2)
-  c.env.control = "torque"
+  old_path = str(tmp_path / "old_demos.hdf5")
+  shutil.copy(demo_path, old_path)
+  with h5py.File(old_path, "a") as f:
+    del f["data"].attrs["env_args"]
+  c = _config(old_path, str(tmp_path / "wrong_control"), 2)
+  assert c.env.control == "torque"
   with pytest.raises(ValueError, match="collected with control='servo'"):
     sft.run(c, progress=False)
   c.env.control = "velocity"
   with pytest.raises(ValueError, match="env.control"):
     sft.run(c, progress=False)
   # a file that records its law, joined with one that does not: each file is checked
-  torque_path = str(tmp_path / "torque_demos.hdf5")
-  shutil.copy(demo_path, torque_path)
-  with h5py.File(torque_path, "a") as f:
-    f["data"].attrs["env_args"] = json.dumps(dict(env_name="libero_spatial",
-                                                  env_kwargs=dict(control="torque")))
-  c = _config(f"{demo_path},{torque_path}", str(tmp_path / "mixed_control"), 2)
-  with pytest.raises(ValueError, match="torque_demos.hdf5 were collected with control='torque'"):
+  c = _config(f"{demo_path},{old_path}", str(tmp_path / "mixed_control"), 2)
+  with pytest.raises(ValueError, match="old_demos.hdf5 were collected with control='servo'"):
     sft.run(c, progress=False)
 
 
