@@ -120,8 +120,32 @@ def make_block(env, block: int, action_noise: float):
   return jax.jit(run, donate_argnums=(0,))
 
 
-def make_policy_block(env, policy, params, beta: float, temperature: float):
-  """``run(state, alive, key, handover) -> (state, alive, record)``: one chunk of K steps.
+# Per process: the suite and its jitted reset/refill, and the policy-driven block, per suite
+# options (and policy architecture), so repeated collections (a DAgger loop, the tests) compile
+# once. The policy's parameters are an argument, not a constant: a retrained checkpoint of the
+# same architecture reuses the compile.
+_SUITES: dict[tuple, tuple] = {}
+_POLICY_RUNS: dict[tuple, object] = {}
+_EXPERT_RUNS: dict[tuple, object] = {}
+
+
+def _suite_fns(suite: str, env_kwargs: dict):
+  key = (suite, json.dumps(env_kwargs, sort_keys=True))
+  if key not in _SUITES:
+    env = envs.make(suite, render=True, **env_kwargs)
+
+    def refill(state, keys, task_ids, fresh_mask):
+      fresh = jax.vmap(env.reset)(keys, task_ids)
+      return jax.tree.map(lambda n, o: jnp.where(
+          fresh_mask.reshape(fresh_mask.shape + (1,) * (o.ndim - 1)), n, o), fresh, state)
+
+    _SUITES[key] = (env, jax.jit(jax.vmap(env.reset)), jax.jit(refill, donate_argnums=(0,)))
+  return _SUITES[key]
+
+
+def make_policy_block(env, policy, temperature: float):
+  """``run(state, alive, key, handover, beta, params) -> (state, alive, record)``: one chunk of
+  K steps (``beta`` and the policy's ``params`` are arguments: one compile serves every mix).
 
   The policy decodes a chunk from the batch's current observations (history 1).
   handover int32 [B]: for a world with handover >= 0 the expert acts (and the step is
@@ -142,7 +166,7 @@ def make_policy_block(env, policy, params, beta: float, temperature: float):
 
   vstep = jax.vmap(one_step)
 
-  def run(state, alive, key, handover):
+  def run(state, alive, key, handover, beta, params):
     k_tok, k_mix = jax.random.split(key)
     logits = policy.logits(params, init_history(state.obs, policy.cfg.history))
     chunk = policy.actions(models.sample_tokens(logits, k_tok, temperature))   # [B, K, 7]
@@ -207,7 +231,7 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   if batch < 1 or block < 1:
     raise ValueError(f"--batch and --block must be >= 1, got {batch}, {block}")
   env_kwargs = dict(env_kwargs or {}, image_size=image_size)
-  env = envs.make(suite, render=True, **env_kwargs)
+  env, reset, refill = _suite_fns(suite, env_kwargs)
   tasks = list(range(env.num_tasks)) if tasks is None else list(tasks)
   bad = [t for t in tasks if not 0 <= t < env.num_tasks]
   if bad:
@@ -224,12 +248,21 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
       raise ValueError("--action_noise and --policy are exclusive")
     if handover >= 0 and beta > 0:
       raise ValueError("--handover and --beta are exclusive (two ways to mix in the expert)")
-    run = make_policy_block(env, Policy.build(graphdef, pcfg, stats, env.instructions), params,
-                            beta, temperature)
+    rkey = (suite, json.dumps(env_kwargs, sort_keys=True), json.dumps(pcfg.to_dict(), default=str),
+            json.dumps(stats.to_dict()), float(temperature))
+    if rkey not in _POLICY_RUNS:
+      _POLICY_RUNS[rkey] = make_policy_block(
+          env, Policy.build(graphdef, pcfg, stats, env.instructions), temperature)
+    policy_run = _POLICY_RUNS[rkey]
+    run = lambda state, alive, key, handover: policy_run(  # noqa: E731
+        state, alive, key, handover, jnp.float32(beta), params)
   elif handover >= 0:
     raise ValueError("--handover needs --policy (the policy that drives before the expert)")
   else:
-    expert_run = make_block(env, block, action_noise)
+    bkey = (suite, json.dumps(env_kwargs, sort_keys=True), int(block), float(action_noise))
+    if bkey not in _EXPERT_RUNS:
+      _EXPERT_RUNS[bkey] = make_block(env, block, action_noise)
+    expert_run = _EXPERT_RUNS[bkey]
     run = lambda state, alive, key, handover: expert_run(state, alive, key)  # noqa: E731
 
   def handover_of(slot) -> int:
@@ -238,13 +271,6 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
       return -1
     return int(np.random.default_rng([seed, *slot]).integers(0, handover + 1))
 
-  def refill(state, keys, task_ids, fresh_mask):
-    fresh = jax.vmap(env.reset)(keys, task_ids)
-    return jax.tree.map(lambda n, o: jnp.where(
-        fresh_mask.reshape(fresh_mask.shape + (1,) * (o.ndim - 1)), n, o), fresh, state)
-
-  reset = jax.jit(jax.vmap(env.reset))
-  refill = jax.jit(refill, donate_argnums=(0,))
   kept = [0] * env.num_tasks
   attempted = [0] * env.num_tasks
   inflight = [0] * env.num_tasks

@@ -7,25 +7,28 @@
 #      trainer refuses a teacher whose statistics differ from the student's,
 #   4. greedy evaluation of both on the fixed evaluation states (python -m opd_jax.evaluate).
 #
-#   scripts/make_checkpoints.sh                        # libero_spatial, 64x64, CPU defaults
+#   scripts/make_checkpoints.sh                        # libero_object, 64x64, CPU defaults
+#   SHORT=spatial SUITE=libero_spatial scripts/make_checkpoints.sh   # another suite
 #   TEACHER_STEPS=20000 MODEL=--config.student.model.size=tiny scripts/make_checkpoints.sh  # longer, bigger
 #
 # Extra arguments are passed to both SFT runs. Every step is skipped when its output
 # exists (the SFT runs resume from their workdirs). Then, e.g.:
 #   python -m opd_jax.train --config configs/libero.py:spatial \
-#     --config.student.init=runs/sft_spatial_1demo \
-#     --config.teacher.kind=checkpoint --config.teacher.checkpoint=runs/sft_spatial_teacher
+#     --config.student.init=runs/sft_object_1demo \
+#     --config.teacher.kind=checkpoint --config.teacher.checkpoint=runs/sft_object_teacher
+# (configs/libero.py:object for that suite). Everything runs under the default arm law
+# (config.env.control="torque"); demos, teacher and student must share it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SHORT=${SHORT:-spatial}                     # configs/libero.py suite argument
-SUITE=${SUITE:-libero_spatial}
+SHORT=${SHORT:-object}                      # configs/libero.py suite argument
+SUITE=${SUITE:-libero_object}
 SIZE=${SIZE:-64}                            # image size (collection and models)
 DEMOS=${DEMOS:-50}                          # teacher demos per task
 DATA=${DATA:-data/${SUITE}_${SIZE}.hdf5}
 TEACHER=${TEACHER:-runs/sft_${SHORT}_teacher}
 STUDENT=${STUDENT:-runs/sft_${SHORT}_1demo}
-TEACHER_STEPS=${TEACHER_STEPS:-8000}         # ~50 min on a quiet 2-core CPU (2.7 steps/s)
+TEACHER_STEPS=${TEACHER_STEPS:-8000}         # ~1 h on a quiet 2-core CPU, ~3 h shared
 STUDENT_STEPS=${STUDENT_STEPS:-500}
 # The model of both runs (a 4-layer, 128-wide Octo-style transformer with Octo's conv stem:
 # nano learned no usable policy in 2000 steps; see the issue note). Override freely.
