@@ -66,6 +66,7 @@ import argparse
 import json
 import os
 import time
+from typing import Any
 
 import envs  # sets the XLA flag MJX needs on CPU before JAX starts  # noqa: F401  isort: skip
 import h5py
@@ -120,27 +121,29 @@ def make_block(env, block: int, action_noise: float):
   return jax.jit(run, donate_argnums=(0,))
 
 
-# Per process: the suite and its jitted reset/refill, and the policy-driven block, per suite
-# options (and policy architecture), so repeated collections (a DAgger loop, the tests) compile
-# once. The policy's parameters are an argument, not a constant: a retrained checkpoint of the
-# same architecture reuses the compile.
-_SUITES: dict[tuple, tuple] = {}
-_POLICY_RUNS: dict[tuple, object] = {}
-_EXPERT_RUNS: dict[tuple, object] = {}
+# Per process, keyed by what each closes over: the suite with its jitted reset/refill, the expert
+# block, the policy-driven block. Repeated collections (a DAgger loop, the tests) compile once;
+# the policy's parameters and beta are arguments, so a retrained checkpoint of the same
+# architecture reuses the compile.
+_CACHE: dict[tuple, Any] = {}
 
 
-def _suite_fns(suite: str, env_kwargs: dict):
-  key = (suite, json.dumps(env_kwargs, sort_keys=True))
-  if key not in _SUITES:
-    env = envs.make(suite, render=True, **env_kwargs)
+def _cached(key: tuple, build):
+  if key not in _CACHE:
+    _CACHE[key] = build()
+  return _CACHE[key]
 
-    def refill(state, keys, task_ids, fresh_mask):
-      fresh = jax.vmap(env.reset)(keys, task_ids)
-      return jax.tree.map(lambda n, o: jnp.where(
-          fresh_mask.reshape(fresh_mask.shape + (1,) * (o.ndim - 1)), n, o), fresh, state)
 
-    _SUITES[key] = (env, jax.jit(jax.vmap(env.reset)), jax.jit(refill, donate_argnums=(0,)))
-  return _SUITES[key]
+def _suite_fns(env_key: tuple):
+  """(env, jitted batched reset, jitted refill) of ``env_key = (suite, env_kwargs JSON)``."""
+  env = envs.make(env_key[0], render=True, **json.loads(env_key[1]))
+
+  def refill(state, keys, task_ids, fresh_mask):
+    fresh = jax.vmap(env.reset)(keys, task_ids)
+    return jax.tree.map(lambda n, o: jnp.where(
+        fresh_mask.reshape(fresh_mask.shape + (1,) * (o.ndim - 1)), n, o), fresh, state)
+
+  return env, jax.jit(jax.vmap(env.reset)), jax.jit(refill, donate_argnums=(0,))
 
 
 def make_policy_block(env, policy, temperature: float):
@@ -231,7 +234,8 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   if batch < 1 or block < 1:
     raise ValueError(f"--batch and --block must be >= 1, got {batch}, {block}")
   env_kwargs = dict(env_kwargs or {}, image_size=image_size)
-  env, reset, refill = _suite_fns(suite, env_kwargs)
+  env_key = (suite, json.dumps(env_kwargs, sort_keys=True))
+  env, reset, refill = _cached(("suite",) + env_key, lambda: _suite_fns(env_key))
   tasks = list(range(env.num_tasks)) if tasks is None else list(tasks)
   bad = [t for t in tasks if not 0 <= t < env.num_tasks]
   if bad:
@@ -248,21 +252,18 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
       raise ValueError("--action_noise and --policy are exclusive")
     if handover >= 0 and beta > 0:
       raise ValueError("--handover and --beta are exclusive (two ways to mix in the expert)")
-    rkey = (suite, json.dumps(env_kwargs, sort_keys=True), json.dumps(pcfg.to_dict(), default=str),
-            json.dumps(stats.to_dict()), float(temperature))
-    if rkey not in _POLICY_RUNS:
-      _POLICY_RUNS[rkey] = make_policy_block(
-          env, Policy.build(graphdef, pcfg, stats, env.instructions), temperature)
-    policy_run = _POLICY_RUNS[rkey]
+    policy_run = _cached(
+        ("policy",) + env_key + (json.dumps(pcfg.to_dict(), default=str),
+                                 json.dumps(stats.to_dict()), float(temperature)),
+        lambda: make_policy_block(env, Policy.build(graphdef, pcfg, stats, env.instructions),
+                                  temperature))
     run = lambda state, alive, key, handover: policy_run(  # noqa: E731
         state, alive, key, handover, jnp.float32(beta), params)
   elif handover >= 0:
     raise ValueError("--handover needs --policy (the policy that drives before the expert)")
   else:
-    bkey = (suite, json.dumps(env_kwargs, sort_keys=True), int(block), float(action_noise))
-    if bkey not in _EXPERT_RUNS:
-      _EXPERT_RUNS[bkey] = make_block(env, block, action_noise)
-    expert_run = _EXPERT_RUNS[bkey]
+    expert_run = _cached(("expert",) + env_key + (int(block), float(action_noise)),
+                         lambda: make_block(env, block, action_noise))
     run = lambda state, alive, key, handover: expert_run(state, alive, key)  # noqa: E731
 
   def handover_of(slot) -> int:

@@ -21,9 +21,9 @@ SIZE = 16
 TASKS = (0, 1, 2)
 
 
-def _write_file(path, demos_per_task=3, n=12, seed=0, control="torque"):
+def _write_file(path, demos_per_task=3, n=12, seed=0):
   """Demos whose actions depend on the task and the image (learnable, not constant), recorded as
-  collected under the arm law ``control`` (None: a file from before the option, read as servo)."""
+  collected under the default (torque) arm law."""
   import envs  # pylint: disable=import-outside-toplevel
   instr = envs.make("libero_spatial", image_size=SIZE, render=False).instructions
   rng = np.random.default_rng(seed)
@@ -45,9 +45,8 @@ def _write_file(path, demos_per_task=3, n=12, seed=0, control="torque"):
     g.attrs["instructions"] = json.dumps(list(instr))
     g.attrs["suite"] = "libero_spatial"
     g.attrs["image_size"] = SIZE
-    if control is not None:
-      g.attrs["env_args"] = json.dumps(dict(env_name="libero_spatial",
-                                            env_kwargs=dict(control=control)))
+    g.attrs["env_args"] = json.dumps(dict(env_name="libero_spatial",
+                                          env_kwargs=dict(control="torque")))
 
 
 @pytest.fixture(scope="module")

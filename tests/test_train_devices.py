@@ -47,8 +47,8 @@ def test_eight_devices_match_one_device(tmp_path):
   """Same global batch (8 worlds) on 1 device (this process) and sharded over 8 host devices (a
   subprocess, running at the same time): one iteration (rollout + 4 gradient steps) gives the
   same metrics and moves the transformer, head and embeddings the same way to float tolerance
-  (relative norm of the update difference < 1e-3; measured 2e-5 in session 4); see below for the
-  stems.
+  (relative norm of the update difference < 1e-3; measured 2e-5 in session 4 with the four-conv
+  stem, not re-measured with the two-conv one, which passes); see below for the stems.
 
   With SGD: Adam divides each gradient by its own magnitude, so a parameter whose true gradient
   is ~0 moves by +-lr on float noise alone (measured: 2.7e-4 after one Adam iteration, with
