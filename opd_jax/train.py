@@ -59,6 +59,8 @@ def validate(config) -> None:
   need(config.optim.epochs >= 1, "optim.epochs", f"must be >= 1, got {config.optim.epochs}")
   need(config.optim.minibatches >= 1, "optim.minibatches",
        f"must be >= 1, got {config.optim.minibatches}")
+  need(isinstance(config.optim.get("unroll", True), bool), "optim.unroll",
+       f"must be True or False, got {config.optim.get('unroll')!r}")
   need(config.iterations >= 0, "iterations", f"must be >= 0, got {config.iterations}")
   need(config.teacher.kind in ("scripted", "checkpoint"), "teacher.kind",
        f"must be 'scripted' or 'checkpoint', got {config.teacher.kind!r}")
@@ -182,12 +184,13 @@ def make_iteration(config, benv, student: Policy, teacher, tx, mesh, num_steps: 
       return (keep(new_params, params), keep(new_opt, opt_state),
               bad + (1 - finite.astype(jnp.int32))), m
 
-    # Unrolled: XLA:CPU runs a convolution's gradient inside a while loop ~14x slower than the
-    # same ops unrolled (measured: 8 steps of the 5M policy, 47.5 s in a scan vs 3.3 s), so the
-    # epochs x minibatches gradient steps are unrolled (compile time grows with their number).
+    # Unrolled by default: XLA:CPU runs a convolution's gradient inside a while loop ~14x slower
+    # than the same ops unrolled (measured: 8 steps of the 5M policy, 47.5 s in a scan vs 3.3 s),
+    # but compile time grows with the number of steps (~70 s each for the nano policy on this
+    # 2-core CPU). optim.unroll=False compiles one step and loops over it.
     (params, opt_state, bad), ms = jax.lax.scan(
         sgd, (ts.params, ts.opt_state, ts.nonfinite_updates), jnp.arange(epochs * mbs),
-        unroll=True)
+        unroll=bool(config.optim.get("unroll", True)))
     metrics = {f"train/{k}": v[0] for k, v in ms.items()}  # first minibatch: on-policy values
     metrics["train/loss_last"] = ms["loss"][-1]
     metrics["train/nonfinite_updates"] = bad.astype(jnp.float32)

@@ -30,6 +30,7 @@ def small_config(workdir, **over):
   c.student.model.chunk = 4
   c.rollout.prompts, c.rollout.group = 2, 1
   c.optim.epochs, c.optim.minibatches = 2, 2   # 4 gradient steps over the 2 policy steps
+  c.optim.unroll = False   # compiled once and looped: each unrolled step costs ~70 s of compile
   c.iterations = 2
   c.eval.every = 0
   c.checkpoint.every = 1

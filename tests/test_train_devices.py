@@ -36,6 +36,9 @@ def devices_config(workdir, n):
       "checkpoint.every": 10, "optim.optimizer": "sgd", "optim.lr": 0.05, "optim.warmup": 0,
       "mesh.data": n, "rollout.prompts": 8 // n, "rollout.policy_steps": 1,
       "optim.epochs": 4, "optim.minibatches": 1,
+      # the expert's action held over the chunk: no simulated lookahead to compile (twice: in
+      # both processes); the lookahead is compiled in test_train.py's resume test
+      "teacher.lookahead": "hold",
       # two stride-2 convs: 4x4 patches at 16x16. With the nano size's four, the last GroupNorm
       # normalises 2 values per group (1x1 pixels), i.e. outputs +-1 by the sign of their
       # difference, and float rounding that flips it moved the update by 1-15% between layouts.
