@@ -28,7 +28,10 @@ DEMOS=${DEMOS:-50}                          # teacher demos per task
 DATA=${DATA:-data/${SUITE}_${SIZE}.hdf5}
 TEACHER=${TEACHER:-runs/sft_${SHORT}_teacher}
 STUDENT=${STUDENT:-runs/sft_${SHORT}_1demo}
-TEACHER_STEPS=${TEACHER_STEPS:-8000}         # ~1 h on a quiet 2-core CPU, ~3 h shared
+# Measured on the 2-core CPU (benchmarks/RESULTS.md, sessions 11-12): collection 12 min; the
+# teacher's 8000 steps ~3.5 h shared (1.0-1.7 s per step), 83.2% on 500 episodes; the student's
+# 500 steps 17 min, 11% on 100 episodes; each 500-episode evaluation ~23 min.
+TEACHER_STEPS=${TEACHER_STEPS:-8000}
 STUDENT_STEPS=${STUDENT_STEPS:-500}
 # The model of both runs (a 4-layer, 128-wide Octo-style transformer with Octo's conv stem:
 # nano learned no usable policy in 2000 steps; see the issue note). Override freely.
