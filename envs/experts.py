@@ -183,7 +183,14 @@ def push(priv, a, b):
   descend = jnp.concatenate([pre, z_push[None]])
   tgt = jnp.where(ready, go, jnp.where(near_pre, descend, jnp.where(p[2] < z_push + 0.05, up, hover)))
   tgt = jnp.where(dist < 0.015, up, tgt)  # there: lift off so it counts as not held
-  return _action(priv, tgt, _tcp_yaw(priv), 1.0)
+  # Pads still closing (from an open gripper): wait above the plate. Descending while they
+  # closed caught the plate's rim between them, and the push lifted and flipped it (a fifth of
+  # the evaluation states). Caught anyway (both pads on it): open and rise.
+  shut = priv["fingers"].sum() < 0.01
+  caught = P.held(priv, a)
+  above = p.at[2].set(jnp.maximum(p[2], z_push + 0.06))
+  tgt = jnp.where(caught | ~shut, above, tgt)
+  return _action(priv, tgt, _tcp_yaw(priv), jnp.where(caught, -1.0, 1.0))
 
 
 def turn(priv, j, frac_goal):

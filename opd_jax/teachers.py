@@ -75,11 +75,15 @@ class ScriptedTeacher:
     del hist
     target = act.normalize(self.stats, self.expert_chunk(env_state))  # [B, K, D]
     centres = act.from_tokens(jnp.arange(self.num_bins))
-    logits = -0.5 * jnp.square((centres - target[..., None]) / params["sigma"])
+    return self.with_floor(-0.5 * jnp.square((centres - target[..., None]) / params["sigma"]))
+
+  def with_floor(self, logits: jax.Array) -> jax.Array:
+    """log((1 - floor) * softmax(logits) + floor / V); the logits as they are when floor = 0.
+
+    A student token far from the expert's action then costs at most log(V / floor) nats
+    instead of (distance / sigma)^2 / 2."""
     if self.floor <= 0:
       return logits
-    # log((1 - floor) * Gaussian + floor / V): a student token far from the expert's action
-    # costs at most log(V / floor) nats instead of (distance / sigma)^2 / 2.
     return jnp.logaddexp(jnp.log1p(-self.floor) + jax.nn.log_softmax(logits, -1),
                          jnp.log(self.floor / self.num_bins))
 
