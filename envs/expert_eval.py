@@ -18,8 +18,8 @@ ARM = np.array([1.0] * 6 + [0.0], np.float32)  # noise on the 6 arm dims, never 
 
 
 @functools.lru_cache(maxsize=None)
-def _runner(env, max_random: int):
-  @jax.jit
+def _runner(env, max_random: int, compiler_options: tuple = ()):
+  @functools.partial(jax.jit, compiler_options=dict(compiler_options) or None)
   def run(task_ids, indices, n_random, key, noise):
     s = jax.vmap(env.reset_eval)(task_ids, indices)
 
@@ -51,7 +51,8 @@ def task_state_grid(num_tasks: int, states: int) -> tuple[np.ndarray, np.ndarray
 
 
 def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
-                   max_random: int = 60, action_noise: float = 0.0) -> np.ndarray:
+                   max_random: int = 60, action_noise: float = 0.0,
+                   compiler_options: dict | None = None) -> np.ndarray:
   """Success [B] of the expert from ``reset_eval(task_ids, indices)``.
 
   random_steps: int [B] uniform random actions taken first (each <= max_random); the expert
@@ -59,6 +60,8 @@ def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
   action_noise: std of Gaussian noise added to the expert's 6 arm dims at every step (in the
   [-1, 1] action units; the sum is clipped to [-1, 1]), one for all worlds or one per world
   [B]; 0 = the clean expert.
+  compiler_options: XLA options for this compile (e.g. {"xla_backend_optimization_level": 3}
+  where XLA_FLAGS lower it for everything else, as the tests do).
   """
   noise = np.broadcast_to(np.asarray(action_noise, np.float32), np.shape(task_ids))
   if not np.all(np.isfinite(noise) & (noise >= 0)):
@@ -68,6 +71,7 @@ def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
        else jnp.asarray(random_steps, jnp.int32))
   if int(jnp.max(n, initial=0)) > max_random:
     raise ValueError(f"random_steps up to {max_random}, got {int(jnp.max(n))}")
-  run = _runner(env, max_random if random_steps is not None else 0)
+  run = _runner(env, max_random if random_steps is not None else 0,
+                tuple(sorted((compiler_options or {}).items())))
   return np.asarray(run(task_ids, jnp.asarray(indices, jnp.int32), n, jax.random.PRNGKey(seed),
                         jnp.asarray(noise)))

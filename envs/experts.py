@@ -176,7 +176,8 @@ def push(priv, a, b):
   z_push = jnp.maximum(o[2], 0.0) + 0.008  # pads 1 mm above the table: push the edge, not over it
   pre = o[:2] - dirn * (radius + 0.03)
   ready = (along < -radius + 0.008) & (jnp.abs(lateral) < 0.025) & (p[2] < z_push + 0.02)
-  go = jnp.concatenate([p[:2] + dirn * jnp.minimum(0.04, dist) - lateral * perp, z_push[None]])
+  # <= 1.5 cm a step (0.3 m/s): meeting the plate at up to 0.5 m/s tipped it onto its far edge
+  go = jnp.concatenate([p[:2] + dirn * jnp.minimum(0.015, dist) - lateral * perp, z_push[None]])
   near_pre = jnp.linalg.norm(p[:2] - pre) < 0.015
   hover = jnp.concatenate([pre, (z_push + 0.08)[None]])
   up = p.at[2].set(z_push + 0.08)

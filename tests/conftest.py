@@ -5,9 +5,10 @@ import os
 _FLAG = "--xla_cpu_use_fusion_emitters=false"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
-# Compile time dominates the tests: LLVM's optimisation level 0 halves it (the spatial suite's
-# batched step: 21.7 s -> 10.2 s) and runs that step 3.5x slower, which the tests' short
-# rollouts can afford. Not for real runs. Set the flag yourself to override it.
+# Compile time dominates most tests: LLVM's optimisation level 0 halves it (the spatial suite's
+# batched step: 21.7 s -> 10.2 s) and runs that step 3.5x slower, which short rollouts can
+# afford. Not for real runs. The expert sweeps run long episodes: they compile at XLA's default
+# level 3 (the `run_bound` fixture). Set the flag yourself to override the default here.
 if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
   os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 
@@ -15,6 +16,12 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 import envs  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def run_bound():
+  """compiler_options for a compile whose run time dominates (XLA's default optimisation)."""
+  return {"xla_backend_optimization_level": 3}
 
 
 @pytest.fixture(scope="session")

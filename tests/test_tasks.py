@@ -53,10 +53,11 @@ def test_joint_predicates():
 
 
 @pytest.mark.ci_full
-def test_expert_solves_every_spatial_task(spatial_blind):
+def test_expert_solves_every_spatial_task(spatial_blind, run_bound):
   """Every task, several evaluation states each (the full 50 run in benchmarks/experts.py)."""
   n = 3
-  succ = expert_success(spatial_blind, *task_state_grid(spatial_blind.num_tasks, n)).reshape(-1, n)
+  succ = expert_success(spatial_blind, *task_state_grid(spatial_blind.num_tasks, n),
+                        compiler_options=run_bound).reshape(-1, n)
   per_task = succ.mean(1)
   assert per_task.min() >= 2 / 3, per_task
   assert succ.mean() >= 0.9, per_task
@@ -65,8 +66,8 @@ def test_expert_solves_every_spatial_task(spatial_blind):
   # computed-torque law, 12% under the servo law), std 3 (near-random actions) on state 2.
   tasks, states = task_state_grid(spatial_blind.num_tasks, n)
   noise = np.where(states < 2, 0.1, 3.0)
-  succ = expert_success(spatial_blind, tasks, states, action_noise=noise)
+  succ = expert_success(spatial_blind, tasks, states, action_noise=noise, compiler_options=run_bound)
   assert succ[states < 2].mean() >= 0.8, succ.reshape(-1, n)
   assert succ[states == 2].mean() <= 0.2, succ.reshape(-1, n)
   with pytest.raises(ValueError, match="action_noise"):
-    expert_success(spatial_blind, tasks, states, action_noise=-0.1)
+    expert_success(spatial_blind, tasks, states, action_noise=-0.1, compiler_options=run_bound)
