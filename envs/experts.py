@@ -176,22 +176,14 @@ def push(priv, a, b):
   z_push = jnp.maximum(o[2], 0.0) + 0.008  # pads 1 mm above the table: push the edge, not over it
   pre = o[:2] - dirn * (radius + 0.03)
   ready = (along < -radius + 0.008) & (jnp.abs(lateral) < 0.025) & (p[2] < z_push + 0.02)
-  # <= 1.5 cm a step (0.3 m/s): meeting the plate at up to 0.5 m/s tipped it onto its far edge
-  go = jnp.concatenate([p[:2] + dirn * jnp.minimum(0.015, dist) - lateral * perp, z_push[None]])
+  go = jnp.concatenate([p[:2] + dirn * jnp.minimum(0.04, dist) - lateral * perp, z_push[None]])
   near_pre = jnp.linalg.norm(p[:2] - pre) < 0.015
   hover = jnp.concatenate([pre, (z_push + 0.08)[None]])
   up = p.at[2].set(z_push + 0.08)
   descend = jnp.concatenate([pre, z_push[None]])
   tgt = jnp.where(ready, go, jnp.where(near_pre, descend, jnp.where(p[2] < z_push + 0.05, up, hover)))
   tgt = jnp.where(dist < 0.015, up, tgt)  # there: lift off so it counts as not held
-  # Pads still closing (from an open gripper): wait above the plate. Descending while they
-  # closed caught the plate's rim between them, and the push lifted and flipped it (a fifth of
-  # the evaluation states). Caught anyway (both pads on it): open and rise.
-  shut = priv["fingers"].sum() < 0.01
-  caught = P.held(priv, a)
-  above = p.at[2].set(jnp.maximum(p[2], z_push + 0.06))
-  tgt = jnp.where(caught | ~shut, above, tgt)
-  return _action(priv, tgt, _tcp_yaw(priv), jnp.where(caught, -1.0, 1.0))
+  return _action(priv, tgt, _tcp_yaw(priv), 1.0)
 
 
 def turn(priv, j, frac_goal):
