@@ -70,4 +70,4 @@ def test_expert_solves_every_spatial_task(spatial_blind, run_bound):
   assert succ[states < 2].mean() >= 0.8, succ.reshape(-1, n)
   assert succ[states == 2].mean() <= 0.2, succ.reshape(-1, n)
   with pytest.raises(ValueError, match="action_noise"):
-    expert_success(spatial_blind, tasks, states, action_noise=-0.1, compiler_options=run_bound)
+    expert_success(spatial_blind, tasks, states, action_noise=-0.1)

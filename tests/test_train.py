@@ -157,6 +157,16 @@ def test_scripted_teacher_peaks_on_the_experts_next_k_actions(tmp_path):
   np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
   assert p.min() >= 0.1 / 256 * (1 - 1e-5)
   assert (np.argmax(lp, -1) == np.argmax(logits, -1)).all()
+  # ...and teacher.logits applies it: with the lookahead replaced by the chunk simulated above
+  # (so nothing compiles again), the floored logits are with_floor of the unfloored ones.
+  class Known(type(teacher)):
+    def expert_chunk(self, env_state):
+      return jnp.asarray(want)
+  known = Known(**{f.name: getattr(floored, f.name) for f in dataclasses.fields(floored)})
+  plain = dataclasses.replace(known, floor=0.0).logits(known.params, state, None)
+  np.testing.assert_allclose(known.logits(known.params, state, None), known.with_floor(plain),
+                             rtol=1e-6)
+  assert not np.allclose(known.with_floor(plain), plain)   # the floor changes the logits
   bad = config.teacher.copy_and_resolve_references()
   bad.floor = 1.0
   with pytest.raises(ValueError, match="teacher.floor"):
