@@ -18,30 +18,48 @@ ARM = np.array([1.0] * 6 + [0.0], np.float32)  # noise on the 6 arm dims, never 
 
 
 @functools.lru_cache(maxsize=None)
-def _runner(env, max_random: int, compiler_options: tuple = ()):
-  @functools.partial(jax.jit, compiler_options=dict(compiler_options) or None)
-  def run(task_ids, indices, n_random, key, noise):
-    s = jax.vmap(env.reset_eval)(task_ids, indices)
+def _runner(env, chunk: int, compiler_options: tuple = ()):
+  """(reset, advance): jitted, for any batch size (jax.jit caches one program per shape).
 
+  advance runs ``chunk`` control steps from step t. Each world draws its random prefix and
+  noise from its own key folded with the step, so a world's draws do not depend on which
+  other worlds share its batch (the loop below drops finished worlds).
+  """
+  jit = functools.partial(jax.jit, compiler_options=dict(compiler_options) or None)
+
+  @jit
+  def reset(task_ids, indices):
+    return jax.vmap(env.reset_eval)(task_ids, indices)
+
+  @jit
+  def advance(s, succ, t0, n_random, keys, noise):
     def body(carry, t):
-      s, succ, key = carry
-      key, sub, k_noise = jax.random.split(key, 3)
-      shape = (task_ids.shape[0], env.action_size)
-      rand = jax.random.uniform(sub, shape, minval=-1, maxval=1)
+      s, succ = carry
+      k = jax.vmap(lambda kw: jax.random.split(jax.random.fold_in(kw, t)))(keys)
+      rand = jax.vmap(lambda kk: jax.random.uniform(kk, (env.action_size,), minval=-1,
+                                                    maxval=1))(k[:, 0])
+      eps = jax.vmap(lambda kk: jax.random.normal(kk, (env.action_size,)))(k[:, 1])
       expert = jax.vmap(env.expert_action)(s)
-      expert = jnp.clip(expert + noise[:, None] * ARM * jax.random.normal(k_noise, shape),
-                        -1.0, 1.0)
+      expert = jnp.clip(expert + noise[:, None] * ARM * eps, -1.0, 1.0)
       a = jnp.where((t < n_random)[:, None], rand, expert)
       s = jax.vmap(env.step)(s, a)
       # the expert gets a whole episode's worth of steps after the random prefix
       live = t < n_random + env.max_episode_steps
-      return (s, jnp.maximum(succ, s.info["success"] * live), key), None
+      return (s, jnp.maximum(succ, s.info["success"] * live)), None
 
-    steps = env.max_episode_steps + max_random
-    (_, succ, _), _ = jax.lax.scan(body, (s, jnp.zeros(task_ids.shape), key), jnp.arange(steps))
-    return succ
+    (s, succ), _ = jax.lax.scan(body, (s, succ), t0 + jnp.arange(chunk))
+    return s, succ
 
-  return run
+  return reset, advance
+
+
+def _buckets(batch: int, smallest: int = 16) -> list[int]:
+  """Batch sizes the loop may shrink to as worlds finish: batch, batch // 4, ... >= smallest
+  (each one more compile; a step's CPU cost grows about linearly with the batch)."""
+  sizes = [batch]
+  while sizes[-1] // 4 >= smallest:
+    sizes.append(sizes[-1] // 4)
+  return sizes
 
 
 def task_state_grid(num_tasks: int, states: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +70,8 @@ def task_state_grid(num_tasks: int, states: int) -> tuple[np.ndarray, np.ndarray
 
 def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
                    max_random: int = 60, action_noise: float = 0.0,
-                   compiler_options: dict | None = None) -> np.ndarray:
+                   compiler_options: dict | None = None, chunk: int = 20,
+                   shrink: bool = True) -> np.ndarray:
   """Success [B] of the expert from ``reset_eval(task_ids, indices)``.
 
   random_steps: int [B] uniform random actions taken first (each <= max_random); the expert
@@ -62,16 +81,44 @@ def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
   [B]; 0 = the clean expert.
   compiler_options: XLA options for this compile (e.g. {"xla_backend_optimization_level": 3}
   where XLA_FLAGS lower it for everything else, as the tests do).
+  chunk: control steps per compiled call. Between calls, the loop stops once every world has
+  succeeded or run out of steps, and (shrink) gathers the worlds still running into a smaller
+  batch (sizes from _buckets: one compile each). Neither changes a world's actions or draws.
   """
   noise = np.broadcast_to(np.asarray(action_noise, np.float32), np.shape(task_ids))
   if not np.all(np.isfinite(noise) & (noise >= 0)):
     raise ValueError(f"action_noise must be finite stds >= 0, got {action_noise}")
   task_ids = jnp.asarray(task_ids, jnp.int32)
-  n = (jnp.zeros(task_ids.shape, jnp.int32) if random_steps is None
-       else jnp.asarray(random_steps, jnp.int32))
-  if int(jnp.max(n, initial=0)) > max_random:
-    raise ValueError(f"random_steps up to {max_random}, got {int(jnp.max(n))}")
-  run = _runner(env, max_random if random_steps is not None else 0,
-                tuple(sorted((compiler_options or {}).items())))
-  return np.asarray(run(task_ids, jnp.asarray(indices, jnp.int32), n, jax.random.PRNGKey(seed),
-                        jnp.asarray(noise)))
+  n = (np.zeros(task_ids.shape, np.int32) if random_steps is None
+       else np.asarray(random_steps, np.int32))
+  if int(np.max(n, initial=0)) > max_random:
+    raise ValueError(f"random_steps up to {max_random}, got {int(np.max(n))}")
+  b = int(task_ids.shape[0])
+  reset, advance = _runner(env, int(chunk), tuple(sorted((compiler_options or {}).items())))
+  s = reset(task_ids, jnp.asarray(indices, jnp.int32))
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(b))
+  succ = np.zeros(b, np.float32)
+  steps = env.max_episode_steps + (max_random if random_steps is not None else 0)
+  # rows of the running batch: which world each is (-1: padding, a copy of a live world)
+  live_ids = np.arange(b)
+  state, s_succ = s, jnp.zeros(b)
+  rows_n, rows_noise, rows_keys = jnp.asarray(n), jnp.asarray(noise), keys
+  buckets = _buckets(b) if shrink else [b]
+  for t0 in range(0, steps, chunk):
+    state, s_succ = advance(state, s_succ, jnp.int32(t0), rows_n, rows_keys, rows_noise)
+    got = np.asarray(s_succ)
+    real = live_ids >= 0
+    succ[live_ids[real]] = np.maximum(succ[live_ids[real]], got[real])
+    t_end = t0 + chunk
+    running = real & (got < 1) & (t_end < n[np.maximum(live_ids, 0)] + env.max_episode_steps)
+    if not running.any():
+      break
+    size = min(x for x in buckets if x >= running.sum())
+    if size < len(live_ids):  # drop finished worlds: gather the running rows, pad by repeating
+      rows = np.flatnonzero(running)
+      rows = np.concatenate([rows, np.full(size - len(rows), rows[0])])
+      live_ids = np.where(np.arange(size) < running.sum(), live_ids[rows], -1)
+      take = jnp.asarray(rows)
+      state, s_succ = jax.tree.map(lambda x: x[take], (state, s_succ))
+      rows_n, rows_noise, rows_keys = rows_n[take], rows_noise[take], rows_keys[take]
+  return succ

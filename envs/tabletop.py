@@ -79,6 +79,8 @@ class SuiteSpec:
   tasks: tuple[Task, ...]
   max_episode_steps: int
   default_noise: tuple[float, float, float] = (0.02, 0.02, 0.3)
+  # Newton solver iterations per physics step (MuJoCo's option; cost grows with it)
+  solver_iterations: int = 4
 
 
 AGENTVIEW = dict(name="agentview", pos="1.25 0 0.75", xyaxes="0 1 0 -0.53 0 0.85", fovy="50")
@@ -128,7 +130,8 @@ class TabletopSuite:
     self.num_tasks = len(spec.tasks)
     xml, self.num_contact_pairs = scene.build(
         spec.bodies, spec.rules, cameras=[AGENTVIEW], model_name=spec.name,
-        option=dict(timestep=f"{self.control_dt / substeps:.6g}"),
+        option=dict(timestep=f"{self.control_dt / substeps:.6g}",
+                    iterations=str(spec.solver_iterations)),
         arm_motors=control == "torque")
     self.xml = xml
     self.mj_model = mujoco.MjModel.from_xml_string(xml)
