@@ -2,6 +2,7 @@
 compile time separately, and the same MJCF stepped by MuJoCo's C batch engine.
 
   python benchmarks/envs.py --suite libero_spatial --batches 1,16,64 --image 64
+  python benchmarks/envs.py --suite libero_goal --batches 16,64 --iterations 4,8   (solver cost)
 
 Prints one table; every ratio is measured within this one run.
 """
@@ -85,7 +86,20 @@ def main():
   p.add_argument("--image", type=int, default=64)
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--threads", type=int, default=os.cpu_count())
+  p.add_argument("--iterations", default=None,
+                 help="A,B: instead, MJX physics steps/s at solver iterations A and B (expert acting)")
   args = p.parse_args()
+  if args.iterations:
+    its = [int(i) for i in args.iterations.split(",")]
+    suites = [envs.make(args.suite, render=False, solver_iterations=i) for i in its]
+    print(f"{args.suite}: MJX physics steps/s (expert acting, {args.steps} steps) by solver iterations")
+    print("| batch | " + " | ".join(f"{i} iterations" for i in its) + f" | {its[0]} / {its[-1]} |")
+    print("|---" * (len(its) + 2) + "|")
+    for batch in [int(b) for b in args.batches.split(",")]:
+      rates = [time_mjx(e, batch, args.steps)[0] for e in suites]
+      print(f"| {batch} | " + " | ".join(f"{r:.0f}" for r in rates) +
+            f" | {rates[0] / rates[-1]:.2f}x |", flush=True)
+    return
   blind = envs.make(args.suite, render=False)
   seeing = envs.make(args.suite, image_size=args.image)
   print(f"{args.suite}: {blind.num_contact_pairs} contact pairs, {blind.substeps} substeps/step, "

@@ -97,6 +97,8 @@ class TabletopSuite:
   control: how the arm tracks the IK joint targets within a control step, "torque" (computed
     torque on motors: straight Cartesian motion; the default) or "servo" (position actuators,
     the law of checkpoints made before 2026-12); see ``envs.control``.
+  solver_iterations: MuJoCo Newton iterations per physics step (None: the suite's own, 8 for
+    libero_goal, else 4).
   """
 
   action_size = 7
@@ -104,7 +106,8 @@ class TabletopSuite:
 
   def __init__(self, spec: SuiteSpec, image_size: int = 64, render: bool = True,
                substeps: int = 5, eval_seed: int = 0, max_episode_steps: int | None = None,
-               depth: bool = False, segmentation: bool = False, control: str = "torque"):
+               depth: bool = False, segmentation: bool = False, control: str = "torque",
+               solver_iterations: int | None = None):
     """``depth`` / ``segmentation``: also observe ``{camera}_depth`` (float32 [H, W], metres
     along the ray, 1e4 where nothing is hit) and ``{camera}_segmentation`` (int32 [H, W], MuJoCo
     geom id, -1 where nothing is hit) for both cameras."""
@@ -112,6 +115,9 @@ class TabletopSuite:
       raise ValueError(f"image_size must be >= 8, got {image_size}")
     if substeps < 1:
       raise ValueError(f"substeps must be >= 1, got {substeps}")
+    solver_iterations = spec.solver_iterations if solver_iterations is None else solver_iterations
+    if int(solver_iterations) != solver_iterations or solver_iterations < 1:
+      raise ValueError(f"solver_iterations must be an int >= 1, got {solver_iterations!r}")
     if control not in CONTROL_MODES:
       raise ValueError(f"control must be one of {CONTROL_MODES}, got {control!r}")
     self.control = control
@@ -131,7 +137,7 @@ class TabletopSuite:
     xml, self.num_contact_pairs = scene.build(
         spec.bodies, spec.rules, cameras=[AGENTVIEW], model_name=spec.name,
         option=dict(timestep=f"{self.control_dt / substeps:.6g}",
-                    iterations=str(spec.solver_iterations)),
+                    iterations=str(int(solver_iterations))),
         arm_motors=control == "torque")
     self.xml = xml
     self.mj_model = mujoco.MjModel.from_xml_string(xml)
