@@ -32,7 +32,7 @@ ROBOT_FRICTION = {"left_pad": 2.0, "right_pad": 2.0}
 # Stiff contacts (impedance up to 0.99) keep light objects from sinking into the
 # pads under grip force at a 10 ms timestep. <pair> does not inherit geom solimp.
 PAIR_SOLIMP = "0.95 0.99 0.001"
-DEFAULT_OPTION = dict(timestep="0.01", iterations="4", ls_iterations="6",
+DEFAULT_OPTION = dict(timestep="0.01", iterations="8", ls_iterations="6",
                       integrator="implicitfast", cone="pyramidal",
                       impratio="1")
 

@@ -100,8 +100,4 @@ def spec() -> SuiteSpec:
       fixtures=(stove_e, cab_e, rack_e, *knob_es, *drawer_es),
       articulations=(*knob_arts, *drawer_arts),
       tasks=tasks,
-      max_episode_steps=300,
-      # 4 iterations left the solver unconverged while the pads pushed the 1 kg plate: it sprang
-      # up off the table and flipped in a fifth of the pushes (task 5). 8 converge (checked
-      # against 50 iterations in the C engine from the failing states).
-      solver_iterations=8)
+      max_episode_steps=300)
