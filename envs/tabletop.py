@@ -79,11 +79,8 @@ class SuiteSpec:
   tasks: tuple[Task, ...]
   max_episode_steps: int
   default_noise: tuple[float, float, float] = (0.02, 0.02, 0.3)
-  # Newton solver iterations per physics step (MuJoCo's option). 4 left the solver unconverged
-  # under stiff pushes and lifts: the goal plate sprang off the table and flipped in a fifth of
-  # the pushes, and grasped objects slipped. MJX stops iterating once converged, so 8 cost
-  # nothing measurable (benchmarks/envs.py --iterations 4,8).
-  solver_iterations: int = 8
+  # Newton solver iterations per physics step (scene.DEFAULT_OPTION says why 8)
+  solver_iterations: int = int(scene.DEFAULT_OPTION["iterations"])
 
 
 AGENTVIEW = dict(name="agentview", pos="1.25 0 0.75", xyaxes="0 1 0 -0.53 0 0.85", fovy="50")
@@ -100,7 +97,7 @@ class TabletopSuite:
   control: how the arm tracks the IK joint targets within a control step, "torque" (computed
     torque on motors: straight Cartesian motion; the default) or "servo" (position actuators,
     the law of checkpoints made before 2026-12); see ``envs.control``.
-  solver_iterations: MuJoCo Newton iterations per physics step (None: the suite's own, 8).
+  solver_iterations: MuJoCo Newton iterations per physics step (None: the suite's own).
   """
 
   action_size = 7
