@@ -181,11 +181,7 @@ def push(priv, a, b):
   hover = jnp.concatenate([pre, (z_push + 0.08)[None]])
   up = p.at[2].set(z_push + 0.08)
   descend = jnp.concatenate([pre, z_push[None]])
-  # Descend only with the pads shut: the gripper starts open, and pads still closing on the way
-  # down caught the plate's rim between them; the push then lifted and flipped it.
-  shut = priv["fingers"].sum() < 0.01
-  tgt = jnp.where(ready, go, jnp.where(near_pre & shut, descend,
-                                       jnp.where(p[2] < z_push + 0.05, up, hover)))
+  tgt = jnp.where(ready, go, jnp.where(near_pre, descend, jnp.where(p[2] < z_push + 0.05, up, hover)))
   tgt = jnp.where(dist < 0.015, up, tgt)  # there: lift off so it counts as not held
   return _action(priv, tgt, _tcp_yaw(priv), 1.0)
 
