@@ -330,7 +330,7 @@ def run(config, *, progress: bool = True) -> TrainState:
   if bar is not None:
     bar.close()
   if config.checkpoint.get("average", 0) and start < config.iterations:
-    average_tail(config, mgr, evaluator, writer)
+    average_tail(config, mgr, evaluator, writer, rep)
   writer.close()
   return ts
 
@@ -342,9 +342,11 @@ def eval_row(res: dict, prefix: str) -> dict:
   return row
 
 
-def average_tail(config, mgr, evaluator, writer) -> None:
+def average_tail(config, mgr, evaluator, writer, sharding) -> None:
   """The mean parameters of the last ``config.checkpoint.average`` checkpoints, saved to
-  WORKDIR/average/checkpoints/LAST and evaluated like the run's own evaluations."""
+  WORKDIR/average/checkpoints/LAST and evaluated like the run's own evaluations (placed like
+  the run's parameters, ``sharding``: the evaluator's compiled episodes are reused; loaded as
+  they came off disk, they were compiled a second time)."""
   from opd_jax import average  # pylint: disable=import-outside-toplevel
   from opd_jax import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
   steps = sorted(mgr.all_steps())[-config.checkpoint.average:]
@@ -352,7 +354,7 @@ def average_tail(config, mgr, evaluator, writer) -> None:
     print(f"checkpoint.average: only {steps} kept, nothing averaged", file=sys.stderr)
     return
   out = os.path.join(config.workdir, "average")
-  params = average.write(str(mgr.directory), steps, out)
+  params = jax.device_put(average.write(str(mgr.directory), steps, out), sharding)
   msg = f"averaged checkpoints {steps} -> {out}"
   if config.eval.every > 0:
     res = evaluator(params, videos=0)

@@ -206,6 +206,8 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
   assert [(r["step"], sorted(k for k in r if k.endswith("/success"))) for r in evals] == [
       (2, ["eval/success"]), (2, ["eval_average/success"])]
   assert os.path.exists(tmp_path / "full" / "average" / "eval" / "step_2" / "results.md")
+  # the average is evaluated by the run's own compiled episodes (placed like its parameters)
+  assert train.setup(part)["evaluators"][(1, 10)]._run._cache_size() == 1
   # checkpoint.average = 2: the mean of checkpoints 1 and 2 is written beside the run.
   ck = [checkpoint.load_policy(str(tmp_path / "full" / "checkpoints" / s))[1] for s in ("1", "2")]
   _, avg, _, _, avg_meta = checkpoint.load_policy(str(tmp_path / "full" / "average"))
