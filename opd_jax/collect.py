@@ -134,6 +134,13 @@ def _cached(key: tuple, build):
   return _CACHE[key]
 
 
+def _placed(args):
+  """``args`` committed to one device. A jitted function compiles once per placement of its
+  arguments: the checkpoint's parameters come committed, fresh arrays not, and the mix that
+  changed from one block call to the next compiled the policy block three times (~35 s each)."""
+  return jax.device_put(args, jax.local_devices()[0])
+
+
 def _suite_fns(env_key: tuple):
   """(env, jitted batched reset, jitted refill) of ``env_key = (suite, env_kwargs JSON)``."""
   env = envs.make(env_key[0], render=True, **json.loads(env_key[1]))
@@ -258,13 +265,13 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
         lambda: make_policy_block(env, Policy.build(graphdef, pcfg, stats, env.instructions),
                                   temperature))
     run = lambda state, alive, key, handover: policy_run(  # noqa: E731
-        state, alive, key, handover, jnp.float32(beta), params)
+        *_placed((state, alive, key, handover, jnp.float32(beta), params)))
   elif handover >= 0:
     raise ValueError("--handover needs --policy (the policy that drives before the expert)")
   else:
     expert_run = _cached(("expert",) + env_key + (int(block), float(action_noise)),
                          lambda: make_block(env, block, action_noise))
-    run = lambda state, alive, key, handover: expert_run(state, alive, key)  # noqa: E731
+    run = lambda state, alive, key, handover: expert_run(*_placed((state, alive, key)))  # noqa: E731
 
   def handover_of(slot) -> int:
     """Control steps the policy drives before the expert takes over (-1: not that mode)."""
@@ -340,7 +347,7 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
         mask[refills] = True
         keys = jnp.stack([collection_key(seed, *s) if s else jax.random.PRNGKey(0) for s in slots])
         tids = jnp.asarray([s[0] if s else 0 for s in slots], jnp.int32)
-        state = refill(state, keys, tids, jnp.asarray(mask))
+        state = refill(*_placed((state, keys, tids, jnp.asarray(mask))))
         alive = jnp.asarray(alive_np | mask)
       if bar is not None:
         bar.set_postfix(attempted=sum(attempted), worlds=sum(s is not None for s in slots))

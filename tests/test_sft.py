@@ -237,6 +237,10 @@ def test_policy_driven_collection(trained, tmp_path):
         assert min(np.abs(start - fe["data"][m]["obs/ee_states"][0]).max() for m in fe["data"]) > 1e-4
   # relabelled data loads like any demo file
   assert data.load(paths["relabel"]).ep_len.tolist() == [16, 16]
+  # the three modes ran one compiled policy block (and one refill)
+  blocks = [f._cache_size() for k, f in collect._CACHE.items() if k[0] == "policy"]
+  refills = [v[2]._cache_size() for k, v in collect._CACHE.items() if k[0] == "suite"]
+  assert blocks == [1] and refills == [1], (blocks, refills)
   with pytest.raises(ValueError, match="beta"):
     collect.collect("libero_spatial", 1, str(tmp_path / "x.hdf5"), beta=1.5, **kw)
   with pytest.raises(ValueError, match="exclusive"):
