@@ -129,12 +129,17 @@ def saved_model(meta: dict | None) -> dict | None:
     return model
 
 
+LEGACY_SOLVER_ITERATIONS = 4  # what checkpoints without the field were trained under
+
+
 def trained_env_kwargs(meta: dict | None) -> dict:
   """The suite options a checkpoint was trained under (``meta['env_kwargs']``). ``control``
-  is always there: checkpoints written before the option existed were all trained under the
-  position-servo law, ``"servo"``."""
+  and ``solver_iterations`` are always there: checkpoints written before each was recorded were
+  trained under the position-servo law, ``"servo"``, and the scene's 4 solver iterations (every
+  suite has run 8 since 2026-12-01, session 13)."""
   kw = dict((meta or {}).get("env_kwargs") or {})
   kw.setdefault("control", "servo")
+  kw.setdefault("solver_iterations", LEGACY_SOLVER_ITERATIONS)
   return kw
 
 

@@ -355,7 +355,8 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
     grp.attrs["suite"] = suite
     grp.attrs["image_size"] = int(image_size)
     grp.attrs["instructions"] = json.dumps(list(env.instructions))
-    grp.attrs["env_args"] = json.dumps(dict(env_name=suite, env_kwargs=env_kwargs))
+    grp.attrs["env_args"] = json.dumps(dict(env_name=suite, env_kwargs=dict(
+        env_kwargs, solver_iterations=int(env.mj_model.opt.iterations))))
     grp.attrs["action_noise"] = float(action_noise)
     grp.attrs["seed"] = int(seed)
     grp.attrs["policy"] = os.path.basename(os.path.normpath(policy)) if policy else ""

@@ -122,7 +122,8 @@ def main(argv=None):
                  execute=args.execute or None)
   result = ev(params, videos=args.videos)
   out = args.out or os.path.join(args.checkpoint, "eval")
-  print(write_report(result, out, f"{suite}: {args.checkpoint}"))
+  physics = f"control {env_kw['control']}, {env_kw['solver_iterations']} solver iterations, as trained"
+  print(write_report(result, out, f"{suite}: {args.checkpoint} ({physics})"))
   print(f"wrote {out}")
 
 

@@ -95,7 +95,10 @@ def make_env(config):
             control=config.env.control)
   if config.env.max_episode_steps > 0:
     kw["max_episode_steps"] = config.env.max_episode_steps
-  return envs.make(config.env.suite, **kw), kw
+  env = envs.make(config.env.suite, **kw)
+  # recorded in checkpoints beside the arm law: the physics the policy was trained under
+  kw["solver_iterations"] = int(env.mj_model.opt.iterations)
+  return env, kw
 
 
 def make_student(config, env):

@@ -31,6 +31,7 @@ def test_collect_layout_and_only_successes(demo_file):
   with h5py.File(path) as f:
     d = f["data"]
     assert d.attrs["suite"] == "libero_spatial" and int(d.attrs["image_size"]) == 16
+    assert json.loads(d.attrs["env_args"])["env_kwargs"]["solver_iterations"] == 8
     instructions = json.loads(d.attrs["instructions"])
     assert len(instructions) == 10
     names = sorted(d.keys())

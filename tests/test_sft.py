@@ -103,6 +103,10 @@ def test_checkpoint_reload_bit_identical(trained, demo_path):
   graphdef, params, cfg, stats, meta = checkpoint.load_policy(wd)
   for k in ("model", "action_stats", "suite", "env_kwargs", "instructions", "config"):
     assert k in meta
+  # the physics it was trained under; a checkpoint from before the field ran the scene's 4
+  assert checkpoint.trained_env_kwargs(meta)["solver_iterations"] == 8
+  assert checkpoint.trained_env_kwargs({"env_kwargs": {"control": "torque"}}) == dict(
+      control="torque", solver_iterations=4)
   assert meta["action_stats"] == data.read_stats(os.path.join(wd, "action_stats.json")).to_dict()
   d = data.load(demo_path)
   arr = data.build_arrays(d, stats, cfg.history, cfg.chunk, cfg.cameras)
