@@ -181,7 +181,8 @@ def _under_region(priv, a, b, kind):
   need = half[:2] + UNDER_MARGIN - jnp.abs(rel[:2])  # > 0 on both axes: inside the footprint
   under = (kind == P.IN) & (half[0] > 0) & jnp.all(need > 0) & (gap > UNDER_GAP)
   axis = jnp.argmin(need)
-  step = jnp.where(jnp.arange(2) == axis, jnp.sign(rel[:2]) * (need + 0.01), 0.0)
+  side = jnp.where(rel[:2] >= 0, 1.0, -1.0)  # (never 0: dead centre still leaves)
+  step = jnp.where(jnp.arange(2) == axis, side * (need + 0.01), 0.0)
   out = m @ jnp.concatenate([step, jnp.zeros(1)])
   # off the table a little while sliding, staying well below the region's bottom
   lift = jnp.clip(gap - 2 * UNDER_GAP, 0.0, LIFT_STEP)
