@@ -146,7 +146,7 @@ def pick_place(priv, a, b, kind):
   # upright place point's height, and was held over the basket floor for the rest of the
   # episode.
   at_point = (jnp.linalg.norm(xy) < 0.01) & (o[2] - t[2] < 0.01)
-  rests_inside = (kind == P.IN) & _in_region(priv, a, b) & resting
+  rests_inside = (kind == P.IN) & P.within_region(priv, a, b) & resting
   release = (at_point | rests_inside) & ~under
   held_act = _action(priv, tgt, _tcp_yaw(priv), jnp.where(release, -1.0, 1.0))
   # Just let go and still settling at the place point (a bowl bounces on a plate): keep
@@ -155,12 +155,6 @@ def pick_place(priv, a, b, kind):
   settling = (jnp.linalg.norm(xy) < 0.02) & (o[2] - t[2] < 0.03) & (priv["ent_mat"][a][2, 2] > 0.9)
   free_act = jnp.where(settling, retreat(priv), approach_and_grasp(priv, a))
   return jnp.where(_holding(priv, a), held_act, free_act)
-
-
-def _in_region(priv, a, b):
-  """``a``'s origin inside ``b``'s IN region box (False when ``b`` has none)."""
-  rel = priv["ent_mat"][b].T @ (priv["ent_pos"][a] - priv["region_centre"][b])
-  return jnp.all(jnp.abs(rel) <= priv["region_half"][b])
 
 
 UNDER_MARGIN = 0.05  # m beyond an overhanging region's footprint: the held object's and pads' reach
@@ -173,17 +167,16 @@ def _under_region(priv, a, b, kind):
   that slides it out from under the region's footprint, by the shortest way, before it rises.
   Lifting straight up, the bowl's rim caught the drawer floor from below, twisted out of the
   pads and landed upside down (goal task 3, 3 of its 50 evaluation states)."""
-  p, o = priv["tcp_pos"], priv["ent_pos"][a]
-  m = priv["ent_mat"][b]
+  p = priv["tcp_pos"]
   half = priv["region_half"][b]
-  rel = m.T @ (o - priv["region_centre"][b])
+  rel = P.region_rel(priv, a, b)
   gap = -half[2] - rel[2]  # region bottom above the object's origin
   need = half[:2] + UNDER_MARGIN - jnp.abs(rel[:2])  # > 0 on both axes: inside the footprint
   under = (kind == P.IN) & (half[0] > 0) & jnp.all(need > 0) & (gap > UNDER_GAP)
   axis = jnp.argmin(need)
   side = jnp.where(rel[:2] >= 0, 1.0, -1.0)  # (never 0: dead centre still leaves)
   step = jnp.where(jnp.arange(2) == axis, side * (need + 0.01), 0.0)
-  out = m @ jnp.concatenate([step, jnp.zeros(1)])
+  out = priv["ent_mat"][b] @ jnp.concatenate([step, jnp.zeros(1)])
   # off the table a little while sliding, staying well below the region's bottom
   lift = jnp.clip(gap - 2 * UNDER_GAP, 0.0, LIFT_STEP)
   return under, (p + out).at[2].add(lift)

@@ -37,10 +37,18 @@ def on(priv: dict, a: jax.Array, b: jax.Array, xy_tol: float = ON_XY) -> jax.Arr
   return close_xy & above & priv["touch"][a, b] & ~held(priv, a)
 
 
+def region_rel(priv: dict, a: jax.Array, b: jax.Array) -> jax.Array:
+  """``a``'s origin relative to the centre of ``b``'s IN region, in ``b``'s frame."""
+  return priv["ent_mat"][b].T @ (priv["ent_pos"][a] - priv["region_centre"][b])
+
+
+def within_region(priv: dict, a: jax.Array, b: jax.Array) -> jax.Array:
+  """``a``'s origin inside ``b``'s region box (never when ``b`` has none: negative half-extents)."""
+  return jnp.all(jnp.abs(region_rel(priv, a, b)) <= priv["region_half"][b])
+
+
 def inside(priv: dict, a: jax.Array, b: jax.Array) -> jax.Array:
-  rel = priv["ent_mat"][b].T @ (priv["ent_pos"][a] - priv["region_centre"][b])
-  within = jnp.all(jnp.abs(rel) <= priv["region_half"][b])
-  return within & ~held(priv, a)
+  return within_region(priv, a, b) & ~held(priv, a)
 
 
 def joint_fraction(priv: dict, j: jax.Array) -> jax.Array:

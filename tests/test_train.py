@@ -246,7 +246,7 @@ def test_nonfinite_loss_skips_update_and_counts(tmp_path):
 
 def test_receding_horizon_rollout_and_eval(tmp_path):
   """rollout(execute=H) runs H of the K chunk actions per policy step: twice the policy steps
-  for half the chunk, each observing the world its predecessor's 2 actions left; tokens of the
+  for half the chunk, each observing the world anew (not the chunk's first frame); tokens of the
   unrun tail stay in the mask while the world is alive and leave it when the episode has ended;
   an H outside [1, K] is refused. (execute=None, the whole chunk, is what every training test
   runs.) One compile: the reset is inside the rollout's program."""

@@ -21,8 +21,7 @@ def _spec(module_name, module):
 
 
 # Expert figures per suite (50 evaluation states per task, and after random actions) are in
-# benchmarks/RESULTS.md; libero_10's were 96.8% under the torque law at 4 solver iterations (session 13; not yet
-# re-measured at 8).
+# benchmarks/RESULTS.md ("Session 14": every task >= 96% clean, >= 90% after random actions).
 SUITES = {"libero_spatial": "spatial", "libero_object": "object",
           "libero_goal": "goal", "libero_10": "long"}
 for _name, _module in SUITES.items():
