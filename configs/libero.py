@@ -1,16 +1,24 @@
 """On-policy distillation on the LIBERO-style suites.
 
-  python -m opd_jax.train --config configs/libero.py               # spatial, laptop defaults
-  python -m opd_jax.train --config configs/libero.py:goal           # another suite
-  python -m opd_jax.train --config configs/libero.py:spatial,runlocal   # tiny smoke run
-  python -m opd_jax.train --config configs/libero.py \\
-      --config.objective=forward_kl --config.student.init=runs/sft_1demo \\
-      --config.teacher.kind=checkpoint --config.teacher.checkpoint=runs/sft_teacher
+  python -m opd_jax.train --config configs/libero.py              # object: the shipped start
+  python -m opd_jax.train --config configs/libero.py --config.teacher.kind=scripted
+  python -m opd_jax.train --config configs/libero.py --config.student.init=   # fresh student
+  python -m opd_jax.train --config configs/libero.py:goal          # another suite
+  python -m opd_jax.train --config configs/libero.py:object,runlocal   # seconds-long smoke run
+  python -m opd_jax.train --config configs/libero.py:spatial \\
+      --config.objective=forward_kl --config.student.init=runs/sft_spatial_1demo \\
+      --config.teacher.kind=checkpoint --config.teacher.checkpoint=runs/sft_spatial_teacher
 
 The argument is ``SUITE[,VARIANT...]`` with SUITE in spatial/object/goal/long
-and variants ``runlocal`` (seconds-long smoke run) and ``pod`` (bigger model
-and batches; batch sizes are per device). Every field is overridable with
-``--config.a.b=value``. For SFT (opd_jax.sft) use ``configs/libero.py:sft``.
+(default object) and variants ``runlocal`` (a seconds-long smoke run: 32x32
+images, 16-step episodes, nano student, scripted teacher) and ``pod`` (bigger
+model and batches; batch sizes are per device). Every field is overridable with
+``--config.a.b=value``. For SFT (opd_jax.sft) use ``configs/libero.py:SUITE,sft``.
+
+libero_object starts from the policies shipped in ``pretrained/`` (a one-demo SFT
+student and an SFT teacher trained on 50 demos per task; pretrained/README.md); the
+other suites have none shipped yet and start a fresh student against the scripted
+expert teacher (scripts/make_checkpoints.sh makes SFT starting points for any suite).
 """
 from __future__ import annotations
 
@@ -18,6 +26,12 @@ import ml_collections
 
 SUITES = {"spatial": "libero_spatial", "object": "libero_object", "goal": "libero_goal",
           "long": "libero_10"}
+
+
+# The shipped policies' architecture: a 4-layer, 128-wide Octo-style transformer with Octo's
+# conv stem (5.0M parameters). The nano size learned no usable policy from demos.
+RECIPE = dict(size="custom", num_layers=4, width=128, num_heads=4, mlp_dim=512)
+SHIPPED = {"object": ("pretrained/libero_object_1demo", "pretrained/libero_object_teacher")}
 
 
 def model_config(size: str = "nano") -> ml_collections.ConfigDict:
@@ -32,9 +46,9 @@ def model_config(size: str = "nano") -> ml_collections.ConfigDict:
       proprio_encoding="pose_rotvec", action_head_hidden=0, conv_channels=()))
 
 
-def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
-  parts = [p for p in (arg or "spatial").split(",") if p]
-  suite = next((p for p in parts if p in SUITES), "spatial")
+def get_config(arg: str = "object") -> ml_collections.ConfigDict:
+  parts = [p for p in (arg or "object").split(",") if p]
+  suite = next((p for p in parts if p in SUITES), "object")
   variants = [p for p in parts if p not in SUITES]
   unknown = set(variants) - {"runlocal", "pod", "sft"}
   if unknown:
@@ -50,12 +64,16 @@ def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
   c.env = dict(suite=SUITES[suite], image_size=64, substeps=5, max_episode_steps=-1,
                control="torque")
 
-  # Student: a checkpoint directory to start from ("" = fresh initialisation).
-  c.student = dict(init="", model=model_config("nano"))
-  # Teacher: "scripted" (the privileged expert; embedded default) or "checkpoint".
-  # floor: scripted teacher's uniform mixture weight (0 = a pure Gaussian of width sigma).
-  c.teacher = dict(kind="scripted", checkpoint="", sigma=0.1, floor=0.0, lookahead="simulate",
-                   temperature=1.0)
+  # Student: a checkpoint directory to start from ("" = a fresh initialisation of
+  # student.model; with init, the checkpoint fixes the architecture).
+  student_init, teacher_ckpt = SHIPPED.get(suite, ("", ""))
+  c.student = dict(init=student_init, model=model_config("nano"))
+  c.student.model.update(RECIPE)
+  # Teacher: "checkpoint" (a policy checkpoint) or "scripted" (the privileged expert as a
+  # distribution over bins; embedded, nothing downloaded). floor: the scripted teacher's
+  # uniform mixture weight (0 = a pure Gaussian of width sigma).
+  c.teacher = dict(kind="checkpoint" if teacher_ckpt else "scripted", checkpoint=teacher_ckpt,
+                   sigma=0.1, floor=0.0, lookahead="simulate", temperature=1.0)
 
   # reverse_kl (the paper's sampled-token estimator) | reverse_kl_exact (same expected gradient,
   # summed over the 256 bins: far lower variance, the default) | forward_kl | hard_ce
@@ -64,25 +82,29 @@ def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
 
   # An iteration is a batch of episodes: prompts x group worlds per device, each a
   # task and initial state (the group shares both), rolled to the end of the episode.
-  # temperature: SimpleVLA-RL / VLA-OPD sample at 1.6 from an SFT student; 1.0 here, where the
-  # default student starts from scratch.
+  # temperature: SimpleVLA-RL / VLA-OPD sample at 1.6 from an SFT student; 1.0 is the setting
+  # measured here (benchmarks/RESULTS.md).
   c.rollout = dict(prompts=4, group=2, temperature=1.0, policy_steps=-1)
   # epochs x minibatches gradient steps per batch of episodes (minibatches split the policy
   # steps). The paper takes one step per batch from an SFT student; a fresh student needs more.
-  # unroll: the gradient steps are unrolled in the compiled iteration (fast on CPU, where a
-  # convolution's gradient in a loop is ~14x slower; compile time grows per step); False loops.
+  # Each gradient step is one compiled program called from Python (XLA:CPU runs a
+  # convolution's gradient inside a compiled loop ~8x slower than alone).
   c.optim = dict(optimizer="adamw", lr=3e-4, warmup=10, weight_decay=0.0, grad_clip=1.0, epochs=2,
-                 minibatches=4, b1=0.9, b2=0.999, unroll=True)
+                 minibatches=4, b1=0.9, b2=0.999)
   c.iterations = 300
 
   c.log_every = 1
-  c.eval = dict(every=25, episodes_per_task=2, batch=20, videos=2)
+  # Greedy evaluation on the first episodes_per_task fixed evaluation states of every task.
+  c.eval = dict(every=25, episodes_per_task=5, batch=25, videos=2)
   # average >= 2: after the last iteration, the mean parameters of the last `average` kept
   # checkpoints (opd_jax.average) go to WORKDIR/average and are evaluated (eval_average/*).
   c.checkpoint = dict(every=10, keep=3, average=0)
   c.mesh = dict(data=-1)       # -1: all devices
 
+  if "runlocal" in variants or "pod" in variants:
+    c.student.init, c.teacher.kind, c.teacher.checkpoint = "", "scripted", ""
   if "runlocal" in variants:
+    c.student.model = model_config("nano")
     c.env.image_size = 32
     c.env.max_episode_steps = 16
     c.rollout.prompts, c.rollout.group = 2, 1
@@ -91,7 +113,7 @@ def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
     c.eval = dict(every=2, episodes_per_task=1, batch=10, videos=1)
     c.checkpoint.every = 1
   if "pod" in variants:
-    c.student.model.size = "small"
+    c.student.model = model_config("small")
     c.env.image_size = 128
     c.rollout.prompts, c.rollout.group = 8, 8
     c.optim.lr = 5e-5
@@ -102,7 +124,7 @@ def get_config(arg: str = "spatial") -> ml_collections.ConfigDict:
     # init: a policy checkpoint to fine-tune (architecture, params and action statistics from
     # it; a fresh optimiser and schedule); "" trains from scratch.
     c.sft = dict(steps=2000, batch=64, shift=4, init="")
-    c.optim.lr, c.optim.warmup, c.optim.weight_decay = 3e-4, 100, 0.01
+    c.optim.lr, c.optim.warmup, c.optim.weight_decay = 6e-4, 100, 0.01
     c.optim.schedule, c.optim.final_lr_frac = "cosine", 0.1
     c.log_every = 50
     c.eval.every = 500

@@ -35,4 +35,16 @@ def _set_xla_flags():
 
 _set_xla_flags()
 
+
+def _import_mjx_quietly():
+  """MJX prints "Failed to import warp" (an optional GPU backend these suites do not use) on
+  import; that line is swallowed, errors still raise."""
+  import contextlib
+  import io
+  with contextlib.redirect_stdout(io.StringIO()):
+    from mujoco import mjx  # noqa: F401
+
+
+_import_mjx_quietly()
+
 from envs.core import State, make, register, registered  # noqa: E402,F401

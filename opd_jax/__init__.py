@@ -1,1 +1,9 @@
-"""opd_jax: on-policy distillation of robot VLA policies in JAX (models, objectives, training)."""
+"""opd_jax: on-policy distillation of vision-language-action policies, in JAX."""
+import os as _os
+import sys as _sys
+
+# Run as a tool (python -m opd_jax.X): XLA's C++ log stays quiet unless asked for. It
+# prints a note per program loaded from the compilation cache and a slow-compile alarm;
+# real failures surface as Python exceptions. It must be set before jaxlib loads.
+if _sys.argv and _sys.argv[0] == "-m":
+  _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -1,7 +1,7 @@
 """Averages the parameters of several checkpoints of one run into a new policy.
 
-  python -m opd_jax.average --checkpoints runs/opd_s4_ckpt/checkpoints --steps 1000:1200 \\
-      --out runs/opd_s4_avg
+  python -m opd_jax.average --config.checkpoints=runs/opd_object --config.steps=1000:1200 \\
+      --config.out=runs/opd_object_avg
 
 A tail average (as in stochastic weight averaging): on-policy training at a
 constant learning rate leaves the policy moving from one checkpoint to the
@@ -15,7 +15,6 @@ run with ``config.checkpoint.average``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 import jax
@@ -74,22 +73,41 @@ def write(directory: str, steps: list[int], out: str):
   return params
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--checkpoints", required=True, help="a run's checkpoints directory (or workdir)")
-  ap.add_argument("--steps", required=True, help="A:B (inclusive range) or a comma list")
-  ap.add_argument("--out", required=True, help="new workdir; written to OUT/checkpoints/LAST")
-  args = ap.parse_args(argv)
-  directory = args.checkpoints
+def default_config():
+  """``python -m opd_jax.average --config.checkpoints=RUN --config.steps=A:B --config.out=DIR``"""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  return ml_collections.ConfigDict(dict(
+      checkpoints="",   # a run's workdir or its checkpoints directory
+      steps="",         # A:B (inclusive range) or a comma list
+      out=""))          # a new workdir; written to OUT/checkpoints/LAST
+
+
+def validate(config, overrides=()) -> None:
+  del overrides
+  from opd_jax import cli  # pylint: disable=import-outside-toplevel
+  for field, example in (("checkpoints", "runs/opd_object"), ("steps", "1000:1200"),
+                         ("out", "runs/opd_object_avg")):
+    if not config[field]:
+      raise cli.UsageError(f"config.{field}: required, e.g. --config.{field}={example}")
+
+
+def main(inv):
+  from opd_jax import cli  # pylint: disable=import-outside-toplevel
+  c = inv.config
+  print(cli.describe(inv, f"{c.out}/checkpoints/"))
+  directory = c.checkpoints
   if os.path.isdir(os.path.join(directory, "checkpoints")):
     directory = os.path.join(directory, "checkpoints")
-  if not os.path.isdir(directory):
-    raise SystemExit(f"--checkpoints {directory} does not exist")
-  chosen = steps_in(directory, args.steps)
-  params = write(directory, chosen, args.out)
+  with cli.usage_errors():
+    if not os.path.isdir(directory):
+      raise cli.UsageError(f"config.checkpoints: {directory} does not exist")
+    chosen = steps_in(directory, c.steps)
+    params = write(directory, chosen, c.out)
   print(f"averaged {len(chosen)} checkpoints {chosen} ({models.param_count(params):,} params) "
-        f"-> {args.out}/checkpoints/{chosen[-1]}")
+        f"-> {c.out}/checkpoints/{chosen[-1]}")
+  return params
 
 
 if __name__ == "__main__":
-  main()
+  from opd_jax import cli  # pylint: disable=import-outside-toplevel
+  cli.run("average", main, default_config=default_config, validate=validate)

@@ -99,7 +99,14 @@ def _resolve(path: str) -> tuple[str, int]:
 
 
 def read_meta(path: str) -> tuple[dict[str, Any], str, int]:
-  """(meta, manager directory, step) of the checkpoint at ``path``."""
+  """(meta, manager directory, step) of the checkpoint at ``path`` (a shipped policy: its
+  meta.json, its directory and step 0)."""
+  from opd_jax import pretrained  # pylint: disable=import-outside-toplevel
+  path = pretrained.resolve(path)
+  if pretrained.is_shipped(path):
+    import json  # pylint: disable=import-outside-toplevel
+    with open(os.path.join(path, "meta.json")) as f:
+      return json.load(f), path, 0
   directory, step = _resolve(path)
   mgr = manager(directory, max_to_keep=None)
   try:
@@ -144,10 +151,15 @@ def trained_env_kwargs(meta: dict | None) -> dict:
 
 
 def load_policy(path: str):
-  """Rebuilds a policy from a checkpoint directory alone.
+  """Rebuilds a policy from a checkpoint directory alone, or from a policy shipped in the
+  repository (opd_jax.pretrained: checksums verified).
 
   Returns ``(graphdef, params, cfg, stats, meta)``.
   """
+  from opd_jax import pretrained  # pylint: disable=import-outside-toplevel
+  path = pretrained.resolve(path)
+  if pretrained.is_shipped(path):
+    return pretrained.load(path)
   meta, directory, step = read_meta(path)
   try:
     cfg = models.ModelConfig.from_dict(meta["model"])

@@ -1,7 +1,7 @@
 """Demonstrations from the scripted experts, in the LIBERO / robomimic HDF5 layout.
 
-  python -m opd_jax.collect --suite libero_spatial --demos_per_task 50 \\
-      --out data/libero_spatial.hdf5 [--image_size 64 --batch 20 --seed 0 --action_noise 0.1]
+  python -m opd_jax.collect --config.suite=libero_spatial --config.demos_per_task=50 \\
+      --config.out=data/libero_spatial.hdf5 [--config.image_size=64 --config.batch=20 ...]
 
 A batch of worlds (one suite, mixed tasks) is rolled by the privileged
 feedback expert of ``envs`` under ``jax.jit``: a ``lax.scan`` over a block of
@@ -15,24 +15,24 @@ Initial states are *training* states: ``env.reset(key, task)`` with keys
 derived from ``--seed`` and a collection tag, never the fixed evaluation
 states of ``reset_eval``.
 
-DART-style noise: with ``--action_noise s > 0`` the executed action is the
+DART-style noise: with ``action_noise s > 0`` the executed action is the
 expert's action plus Gaussian noise (std ``s`` in the [-1, 1] action units, on
 the 6 arm dims only, clipped to [-1, 1]), which visits states the clean expert
 would not and shows how it recovers; the RECORDED action is always the clean
 expert action of the visited state.
 
-Policy-driven collection: with ``--policy CKPT`` a policy checkpoint drives
+Policy-driven collection: with ``policy=CKPT`` a policy checkpoint drives
 the worlds for part of each episode. Every K control steps (its chunk) the
-policy decodes an action chunk from the current observation (``--temperature``,
+policy decodes an action chunk from the current observation (``temperature``,
 0 = greedy) and runs it open-loop. Two modes:
 
-- ``--handover N`` (recovery demos): in each episode the policy drives the first
+- ``handover=N`` (recovery demos): in each episode the policy drives the first
   ``h`` control steps, ``h`` drawn uniformly from 0..N, then the expert takes
   over and finishes the episode. Only the expert's part is recorded, so every
   written episode is a genuine expert demonstration (its actions are the ones
   executed, and a chunk of them is the expert's own plan) that starts from a
   state the policy drove the scene into.
-- ``--beta p`` (DAgger relabelling): the policy drives the whole episode except
+- ``beta=p`` (DAgger relabelling): the policy drives the whole episode except
   that, with probability ``p`` per world and chunk, the expert acts instead; the
   RECORDED action is the clean expert action of every visited state. Caution,
   measured: for a chunked policy this data is harmful. The chunk target built
@@ -41,7 +41,7 @@ policy decodes an action chunk from the current observation (``--temperature``,
   over-corrects (a 52% teacher fell to 4% after fine-tuning on it;
   benchmarks/RESULTS.md). It suits a policy that re-plans every step.
 
-``--keep all`` also writes the episodes that failed; the default keeps
+``keep=all`` also writes the episodes that failed; the default keeps
 successes only.
 
 Layout written (one file for all tasks of the suite)::
@@ -62,7 +62,6 @@ Observation ``t`` is the one the action ``t`` was chosen in.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -231,15 +230,15 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   policy's chunk. ``keep``: "success" or "all" episodes.
   """
   if keep not in ("success", "all"):
-    raise ValueError(f"--keep must be 'success' or 'all', got {keep!r}")
+    raise ValueError(f"config.keep must be 'success' or 'all', got {keep!r}")
   if not 0.0 <= beta <= 1.0:
-    raise ValueError(f"--beta must be in [0, 1], got {beta}")
+    raise ValueError(f"config.beta must be in [0, 1], got {beta}")
   if temperature < 0:
-    raise ValueError(f"--temperature must be >= 0, got {temperature}")
+    raise ValueError(f"config.temperature must be >= 0, got {temperature}")
   if demos_per_task < 1:
-    raise ValueError(f"--demos_per_task must be >= 1, got {demos_per_task}")
+    raise ValueError(f"config.demos_per_task must be >= 1, got {demos_per_task}")
   if batch < 1 or block < 1:
-    raise ValueError(f"--batch and --block must be >= 1, got {batch}, {block}")
+    raise ValueError(f"config.batch and config.block must be >= 1, got {batch}, {block}")
   env_kwargs = dict(env_kwargs or {}, image_size=image_size)
   env_key = (suite, json.dumps(env_kwargs, sort_keys=True))
   env, reset, refill = _cached(("suite",) + env_key, lambda: _suite_fns(env_key))
@@ -251,14 +250,14 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
     from opd_jax import checkpoint  # pylint: disable=import-outside-toplevel
     from opd_jax.policy import Policy, check_obs_matches  # pylint: disable=import-outside-toplevel
     graphdef, params, pcfg, stats, meta = checkpoint.load_policy(policy)
-    check_obs_matches(pcfg, env, "--policy", meta)
+    check_obs_matches(pcfg, env, "config.policy", meta)
     if pcfg.history != 1:
-      raise ValueError(f"--policy: only history-1 policies drive collection; {policy} has "
+      raise ValueError(f"config.policy: only history-1 policies drive collection; {policy} has "
                        f"history {pcfg.history}")
     if action_noise > 0:
-      raise ValueError("--action_noise and --policy are exclusive")
+      raise ValueError("config.action_noise and config.policy are exclusive")
     if handover >= 0 and beta > 0:
-      raise ValueError("--handover and --beta are exclusive (two ways to mix in the expert)")
+      raise ValueError("config.handover and config.beta are exclusive (two ways to mix in the expert)")
     policy_run = _cached(
         ("policy",) + env_key + (json.dumps(pcfg.to_dict(), default=str),
                                  json.dumps(stats.to_dict()), float(temperature)),
@@ -267,7 +266,7 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
     run = lambda state, alive, key, handover: policy_run(  # noqa: E731
         *_placed((state, alive, key, handover, jnp.float32(beta), params)))
   elif handover >= 0:
-    raise ValueError("--handover needs --policy (the policy that drives before the expert)")
+    raise ValueError("config.handover needs config.policy (the policy that drives before the expert)")
   else:
     expert_run = _cached(("expert",) + env_key + (int(block), float(action_noise)),
                          lambda: make_block(env, block, action_noise))
@@ -370,47 +369,69 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   return dict(kept=kept, succeeded=succeeded, attempted=attempted, seconds=time.time() - t0)
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--suite", default="libero_spatial")
-  ap.add_argument("--demos_per_task", type=int, default=50)
-  ap.add_argument("--out", required=True, help="HDF5 file to write")
-  ap.add_argument("--image_size", type=int, default=64)
-  ap.add_argument("--batch", type=int, default=20, help="worlds rolled together")
-  ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--action_noise", type=float, default=0.0,
-                  help="DART noise std on executed arm actions (recorded actions stay clean)")
-  ap.add_argument("--block", type=int, default=10, help="control steps per compiled call")
-  ap.add_argument("--tasks", default="", help="comma-separated task ids (default: all)")
-  ap.add_argument("--policy", default="", help="checkpoint that drives the worlds (DAgger "
-                  "relabelling: the expert's actions are recorded)")
-  ap.add_argument("--beta", type=float, default=0.0,
-                  help="with --policy: probability that the expert runs a chunk instead")
-  ap.add_argument("--handover", type=int, default=-1,
-                  help="with --policy: it drives the first 0..N control steps of each episode, "
-                  "then the expert finishes and only the expert's part is recorded")
-  ap.add_argument("--temperature", type=float, default=0.0, help="with --policy: 0 = greedy")
-  ap.add_argument("--control", default="torque", choices=CONTROL_MODES,
-                  help="the arm's joint law (envs/control.py); SFT checks it against its config")
-  ap.add_argument("--keep", default="success", choices=("success", "all"),
-                  help="write successful episodes only, or all that ran")
-  args = ap.parse_args(argv)
-  tasks = [int(t) for t in args.tasks.split(",")] if args.tasks else None
-  r = collect(args.suite, args.demos_per_task, args.out, image_size=args.image_size,
-              batch=args.batch, seed=args.seed, action_noise=args.action_noise, block=args.block,
-              tasks=tasks, policy=args.policy, beta=args.beta, temperature=args.temperature,
-              keep=args.keep, handover=args.handover, env_kwargs=dict(control=args.control))
+def default_config():
+  """``python -m opd_jax.collect --config.suite=libero_object --config.out=data/x.hdf5 ...``"""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  return ml_collections.ConfigDict(dict(
+      suite="libero_object",
+      demos_per_task=50,
+      out="",               # the HDF5 file to write
+      image_size=64,
+      batch=20,             # worlds rolled together
+      seed=0,
+      action_noise=0.0,     # DART noise std on executed arm actions (recorded actions stay clean)
+      block=10,             # control steps per compiled call
+      tasks="",             # comma-separated task ids ("" = all)
+      policy="",            # a checkpoint that drives the worlds (see the module doc)
+      beta=0.0,             # with policy: probability that the expert runs a chunk instead
+      handover=-1,          # with policy: it drives the first 0..N control steps, then the expert
+      temperature=0.0,      # with policy: 0 = greedy
+      control="torque",     # the arm's joint law (envs/control.py); SFT checks it
+      keep="success"))      # "success" or "all" episodes
+
+
+def validate(config, overrides=()) -> None:
+  del overrides
+  from opd_jax import cli  # pylint: disable=import-outside-toplevel
+  if not config.out:
+    raise cli.UsageError("config.out: give the HDF5 file to write, e.g. "
+                         "--config.out=data/libero_object_64.hdf5")
+  if config.suite not in envs.registered():
+    raise cli.UsageError(f"config.suite: {config.suite!r} is not a registered suite "
+                         f"{envs.registered()}")
+  if config.control not in CONTROL_MODES:
+    raise cli.UsageError(f"config.control: must be one of {CONTROL_MODES}, got {config.control!r}")
+  if config.keep not in ("success", "all"):
+    raise cli.UsageError(f"config.keep: must be 'success' or 'all', got {config.keep!r}")
+  try:
+    [int(t) for t in config.tasks.split(",") if t]
+  except ValueError:
+    raise cli.UsageError(f"config.tasks: comma-separated task ids, got {config.tasks!r}") from None
+
+
+def main(inv) -> dict:
+  from opd_jax import cli  # pylint: disable=import-outside-toplevel
+  c = inv.config
+  print(cli.describe(inv, c.out))
+  tasks = [int(t) for t in c.tasks.split(",") if t] or None
+  with cli.usage_errors():
+    r = collect(c.suite, c.demos_per_task, c.out, image_size=c.image_size, batch=c.batch,
+                seed=c.seed, action_noise=c.action_noise, block=c.block, tasks=tasks,
+                policy=c.policy, beta=c.beta, temperature=c.temperature, keep=c.keep,
+                handover=c.handover, env_kwargs=dict(control=c.control))
   print(f"{'task':>4} {'kept':>5} {'succeeded':>9} {'attempted':>9}")
   for t, (k, s, a) in enumerate(zip(r["kept"], r["succeeded"], r["attempted"])):
     if a:
       print(f"{t:>4} {k:>5} {s:>9} {a:>9}")
-  who = "policy/expert mixture" if args.policy else "expert"
+  who = "policy/expert mixture" if c.policy else "expert"
   print(f"kept {sum(r['kept'])} episodes; {who} success {sum(r['succeeded'])}/{sum(r['attempted'])} "
-        f"episodes; {r['seconds']:.0f}s -> {args.out}")
-  short = [t for t, (k, a) in enumerate(zip(r["kept"], r["attempted"])) if a and k < args.demos_per_task]
+        f"episodes; {r['seconds']:.0f}s -> {c.out}")
+  short = [t for t, (k, a) in enumerate(zip(r["kept"], r["attempted"])) if a and k < c.demos_per_task]
   if short:
-    print(f"warning: tasks {short} have fewer than {args.demos_per_task} successful demos")
+    print(f"warning: tasks {short} have fewer than {c.demos_per_task} successful demos")
+  return r
 
 
 if __name__ == "__main__":
-  main()
+  from opd_jax import cli  # pylint: disable=import-outside-toplevel
+  cli.run("collect", main, default_config=default_config, validate=validate)

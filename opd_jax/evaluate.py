@@ -1,7 +1,7 @@
 """Greedy evaluation on the fixed evaluation initial states.
 
-  python -m opd_jax.evaluate --checkpoint runs/opd_spatial --suite libero_spatial \\
-      --episodes 50 --out runs/opd_spatial/eval_final
+  python -m opd_jax.evaluate --config.checkpoint=runs/opd_object --config.episodes=50 \\
+      [--config.suite=libero_object --config.out=runs/opd_object/eval_final]
 
 Writes ``results.json`` and ``results.md`` (success per task) and GIFs of a few
 episodes (both cameras side by side, one frame per executed action chunk).
@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from opd_jax import compiling
 from opd_jax.rollout import check_execute, rollout
 
 
@@ -35,6 +36,8 @@ class Evaluator:
     self.execute = check_execute(execute, policy.cfg.chunk)
     self.num_steps = num_steps or math.ceil(env.max_episode_steps / self.execute)
     self._run = jax.jit(self._episodes)
+    self._compiled = None
+    self.compiles = 0   # programs compiled (or loaded from the persistent cache): 1 when reused
 
   def _episodes(self, params, tasks, index):
     state = jax.vmap(self.env.env.reset_eval)(tasks, index)
@@ -43,24 +46,37 @@ class Evaluator:
     frames = jnp.concatenate([r.hist[c][:, :, -1] for c in self.policy.cfg.cameras], axis=-2)
     return r.success, r.length, frames  # frames [T, B, H, W * cams, 3]
 
-  def __call__(self, params, videos: int = 0) -> dict[str, Any]:
+  def __call__(self, params, videos: int = 0, progress: bool = False) -> dict[str, Any]:
     n_tasks = self.env.num_tasks
     pairs = [(t, i) for t in range(n_tasks) for i in range(self.episodes)]
     succ = np.zeros(len(pairs))
     length = np.zeros(len(pairs))
     clips = []
+    bar = None
+    if progress:
+      from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+      bar = tqdm(total=len(pairs), desc="evaluate", unit="episode", dynamic_ncols=True)
     for start in range(0, len(pairs), self.batch):
       part = pairs[start:start + self.batch]
       padded = part + [part[-1]] * (self.batch - len(part))
       tasks = jnp.asarray([p[0] for p in padded], jnp.int32)
       index = jnp.asarray([p[1] for p in padded], jnp.int32)
-      s, ln, frames = self._run(params, tasks, index)
+      if self._compiled is None:
+        self._compiled, = compiling.compile_programs(
+            [("the evaluator", self._run, (params, tasks, index))])
+        self.compiles += 1
+      s, ln, frames = self._compiled(params, tasks, index)
       succ[start:start + len(part)] = np.asarray(s)[:len(part)]
       length[start:start + len(part)] = np.asarray(ln)[:len(part)]
       for j in range(len(part)):
         if len(clips) < videos:
           steps = max(1, math.ceil(float(ln[j]) / self.execute)) + 1
           clips.append((part[j], np.asarray(frames[:steps, j])))
+      if bar is not None:
+        bar.update(len(part))
+        bar.set_postfix(success=f"{succ[:start + len(part)].mean():.2f}")
+    if bar is not None:
+      bar.close()
     per_task = succ.reshape(n_tasks, self.episodes).mean(1)
     return dict(success=float(per_task.mean()), per_task=per_task.tolist(),
                 episode_length=float(length.mean()), episodes_per_task=self.episodes,
@@ -91,41 +107,59 @@ def write_report(result: dict, out_dir: str, title: str = "") -> str:
   return md
 
 
-def main(argv=None):
-  import argparse  # pylint: disable=import-outside-toplevel
+def default_config():
+  """``python -m opd_jax.evaluate --config.checkpoint=PATH [--config.episodes=50 ...]``."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  return ml_collections.ConfigDict(dict(
+      checkpoint="",     # a run's workdir, its checkpoints dir, a step dir or a shipped policy
+      suite="",          # default: the checkpoint's
+      episodes=50,       # fixed evaluation initial states per task
+      batch=25,          # worlds rolled together
+      videos=3,          # GIFs written
+      execute=0,         # actions of each chunk run before re-planning (0: the whole chunk)
+      out=""))           # default: CHECKPOINT/eval
 
+
+def validate(config, overrides=()) -> None:
+  del overrides
+  from opd_jax import cli  # pylint: disable=import-outside-toplevel
+  if not config.checkpoint:
+    raise cli.UsageError("config.checkpoint: give the policy to evaluate, e.g. "
+                         "--config.checkpoint=runs/opd_object")
+  for field in ("episodes", "batch"):
+    if config[field] < 1:
+      raise cli.UsageError(f"config.{field}: must be >= 1, got {config[field]}")
+  if config.videos < 0 or config.execute < 0:
+    raise cli.UsageError("config.videos and config.execute must be >= 0")
+
+
+def main(inv) -> dict:
   import envs  # pylint: disable=import-outside-toplevel
   from envs.core import BatchEnv  # pylint: disable=import-outside-toplevel
-  from opd_jax import checkpoint  # pylint: disable=import-outside-toplevel
+  from opd_jax import checkpoint, cli  # pylint: disable=import-outside-toplevel
   from opd_jax.policy import Policy, check_obs_matches  # pylint: disable=import-outside-toplevel
-
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--checkpoint", required=True, help="run workdir, checkpoints dir or step dir")
-  ap.add_argument("--suite", default="", help="suite name (default: the checkpoint's)")
-  ap.add_argument("--episodes", type=int, default=50, help="initial states per task")
-  ap.add_argument("--batch", type=int, default=25)
-  ap.add_argument("--videos", type=int, default=3)
-  ap.add_argument("--execute", type=int, default=0,
-                  help="actions of each chunk run before re-planning (default: the whole chunk)")
-  ap.add_argument("--out", default="", help="output dir (default CHECKPOINT/eval)")
-  args = ap.parse_args(argv)
-  graphdef, params, cfg, stats, meta = checkpoint.load_policy(args.checkpoint)
-  suite = args.suite or meta.get("suite", "")
-  if not suite:
-    raise SystemExit("--suite is required: the checkpoint does not name its suite")
-  env_kw = checkpoint.trained_env_kwargs(meta)
-  env_kw["image_size"] = cfg.image_size
-  env = BatchEnv(envs.make(suite, **env_kw))
-  check_obs_matches(cfg, env.env, "evaluated", meta)
-  policy = Policy.build(graphdef, cfg, stats, env.instructions)
-  ev = Evaluator(env, policy, episodes_per_task=args.episodes, batch=args.batch,
-                 execute=args.execute or None)
-  result = ev(params, videos=args.videos)
-  out = args.out or os.path.join(args.checkpoint, "eval")
+  c = inv.config
+  out = c.out or os.path.join(c.checkpoint, "eval")
+  print(cli.describe(inv, f"{out}/ (results.md, results.json, GIFs)"))
+  with cli.usage_errors():
+    graphdef, params, cfg, stats, meta = checkpoint.load_policy(c.checkpoint)
+    suite = c.suite or meta.get("suite", "")
+    if not suite:
+      raise cli.UsageError("config.suite: the checkpoint does not name its suite; give one")
+    env_kw = checkpoint.trained_env_kwargs(meta)
+    env_kw["image_size"] = cfg.image_size
+    env = BatchEnv(envs.make(suite, **env_kw))
+    check_obs_matches(cfg, env.env, "evaluated", meta)
+    policy = Policy.build(graphdef, cfg, stats, env.instructions)
+    ev = Evaluator(env, policy, episodes_per_task=c.episodes, batch=c.batch,
+                   execute=c.execute or None)
+  result = ev(params, videos=c.videos, progress=True)
   physics = f"control {env_kw['control']}, {env_kw['solver_iterations']} solver iterations, as trained"
-  print(write_report(result, out, f"{suite}: {args.checkpoint} ({physics})"))
+  print(write_report(result, out, f"{suite}: {c.checkpoint} ({physics})"))
   print(f"wrote {out}")
+  return result
 
 
 if __name__ == "__main__":
-  main()
+  from opd_jax import cli  # pylint: disable=import-outside-toplevel
+  cli.run("evaluate", main, default_config=default_config, validate=validate)

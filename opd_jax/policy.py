@@ -62,8 +62,9 @@ class Policy:
 
 def check_obs_matches(cfg: models.ModelConfig, env, who: str, meta: dict | None = None) -> None:
   """A model must see the suite's cameras at the suite's resolution; with its checkpoint's
-  ``meta``, it must also act under the arm law (``control``) it was trained under: the same
-  action moves the hand differently under the servo and the computed-torque laws."""
+  ``meta``, it must also act under the physics it was trained under, the arm law (``control``)
+  and the solver iterations: the same action moves the hand differently under the servo and
+  the computed-torque laws, and an unconverged solver moves objects differently."""
   size = getattr(env, "image_size", None)
   if size is not None and size != cfg.image_size:
     raise ValueError(f"{who} model expects {cfg.image_size}x{cfg.image_size} images but the suite "
@@ -80,8 +81,17 @@ def check_obs_matches(cfg: models.ModelConfig, env, who: str, meta: dict | None 
     saved = checkpoint.trained_env_kwargs(meta)["control"]
     if saved != law:
       raise ValueError(f"{who} checkpoint was trained with control={saved!r} but the suite runs "
-                       f"control={law!r}: set config.env.control={saved!r} (or --control "
-                       f"{saved}), or use a checkpoint trained under {law!r}")
+                       f"control={law!r}: set config.env.control={saved!r}, or use a checkpoint "
+                       f"trained under {law!r}")
+  model = getattr(env, "mj_model", None)
+  if meta is not None and model is not None:
+    saved = checkpoint.trained_env_kwargs(meta)["solver_iterations"]
+    now = int(model.opt.iterations)
+    if saved != now:
+      raise ValueError(f"{who} checkpoint was trained under {saved} solver iterations but the "
+                       f"suite's physics runs {now}: retrain it under the current physics "
+                       f"(scripts/make_checkpoints.sh); opd_jax.evaluate still evaluates it under "
+                       f"its own")
 
 
 def init_history(obs: dict, length: int) -> dict:

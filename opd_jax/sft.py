@@ -30,26 +30,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from envs.control import CONTROL_MODES
-from flax import struct
 
-from opd_jax import checkpoint, data, models, parallel
+from opd_jax import checkpoint, cli, compiling, data, models, parallel
 from opd_jax.policy import Policy, check_obs_matches
-from opd_jax.train import make_env, make_optimizer, model_config_from
+from opd_jax.train import make_env, model_config_from
+from opd_jax.train_state import TrainState, guarded_update, make_optimizer, restore_or_init
 
 
-@struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: object
-  opt_state: object
-  nonfinite_updates: jax.Array
-
-
-def validate(config) -> None:
+def validate(config, overrides=()) -> None:
   """Fails with a message naming the field, before anything compiles."""
   def need(ok, field, msg):
     if not ok:
-      raise ValueError(f"config.{field}: {msg}")
+      raise cli.UsageError(f"config.{field}: {msg}")
 
   need("data" in config and "sft" in config, "data",
        "missing: use the sft variant, --config configs/libero.py:sft")
@@ -70,6 +62,10 @@ def validate(config) -> None:
   need(config.optim.lr > 0, "optim.lr", f"must be > 0, got {config.optim.lr}")
   need(config.checkpoint.every >= 1, "checkpoint.every",
        f"must be >= 1, got {config.checkpoint.every}")
+  set_model = sorted(p for p in overrides if p.startswith("student.model."))
+  need(not (config.sft.get("init", "") and set_model), set_model[0] if set_model else "",
+       f"is ignored: sft.init={config.sft.get('init', '')} fixes the architecture; drop the "
+       f"override")
 
 
 def random_shift(images: jax.Array, key: jax.Array, pad: int) -> jax.Array:
@@ -98,8 +94,12 @@ def sft_loss(policy: Policy, params, hist, tokens, dropout_key=None):
 
 
 def make_train_step(config, policy: Policy, tx, mesh):
+  """``step(ts, arrays) -> (ts, metrics)``: a random batch of samples, augmented, and the
+  guarded update on it."""
   batch = config.sft.batch * mesh.devices.size
   use_dropout = policy.cfg.dropout > 0
+  update = guarded_update(
+      lambda p, hist, tokens, k: sft_loss(policy, p, hist, tokens, k if use_dropout else None), tx)
 
   def step_fn(ts: TrainState, arrays: data.Arrays):
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), ts.step)
@@ -109,19 +109,10 @@ def make_train_step(config, policy: Policy, tx, mesh):
     for i, c in enumerate(policy.cfg.cameras):
       hist[c] = random_shift(hist[c], jax.random.fold_in(k_aug, i), config.sft.shift)
     hist, tokens = parallel.shard_batch((hist, tokens), mesh)
-    (loss, m), grads = jax.value_and_grad(
-        lambda p: sft_loss(policy, p, hist, tokens, k_drop if use_dropout else None),
-        has_aux=True)(ts.params)
-    finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
-        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-    updates, new_opt = tx.update(grads, ts.opt_state, ts.params)
-    new_params = optax.apply_updates(ts.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    ts, m = update(ts, hist, tokens, k_drop)
     m = {f"train/{k}": v for k, v in m.items()}
-    m["train/grad_norm"] = optax.global_norm(grads)
-    bad = ts.nonfinite_updates + 1 - finite.astype(jnp.int32)
-    m["train/nonfinite_updates"] = bad.astype(jnp.float32)
-    return TrainState(ts.step + 1, keep(new_params, ts.params), keep(new_opt, ts.opt_state), bad), m
+    m["train/nonfinite_updates"] = ts.nonfinite_updates.astype(jnp.float32)
+    return ts.replace(step=ts.step + 1), m
 
   return step_fn
 
@@ -197,33 +188,32 @@ def _subset(demos: data.Demos, keep_ep: np.ndarray) -> data.Demos:
 # --------------------------------------------------------------------------- main
 def run(config, *, progress: bool = True) -> TrainState:
   """The whole job; returns the final train state (tests call this directly)."""
-  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-
   from opd_jax import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
   from opd_jax.logging import MetricWriter  # pylint: disable=import-outside-toplevel
-  absl_logging.set_verbosity(absl_logging.WARNING)
+  cli.quiet_startup()
   validate(config)
-  env, env_kw = make_env(config)
-  benv = envs.core.BatchEnv(env)
-  init = config.sft.get("init", "")
-  if init:
-    # warm start (fine-tuning): architecture, parameters and action statistics come from the
-    # checkpoint; the optimiser and its schedule start afresh
-    _, init_params, cfg, init_stats, init_meta = checkpoint.load_policy(init)
-    check_obs_matches(cfg, env, "sft.init", init_meta)
-    print(f"sft.init: the architecture is {init}'s ({cfg.size}, {cfg.num_layers} layers, width "
-          f"{cfg.width}); config.student.model is not used")
-  else:
-    cfg = model_config_from(config, env)
+  with cli.usage_errors():
+    env, env_kw = make_env(config)
+    benv = envs.core.BatchEnv(env)
+    init = config.sft.get("init", "")
+    if init:
+      # warm start (fine-tuning): architecture, parameters and action statistics come from the
+      # checkpoint; the optimiser and its schedule start afresh
+      _, init_params, cfg, init_stats, init_meta = checkpoint.load_policy(init)
+      check_obs_matches(cfg, env, "sft.init", init_meta)
+      print(f"sft.init: the architecture is {init}'s ({cfg.size}, {cfg.num_layers} layers, "
+            f"width {cfg.width}); config.student.model is not used")
+    else:
+      cfg = model_config_from(config, env)
 
-  # ---- data: demos, statistics, device-resident samples
-  t0 = time.time()
-  train, val, stats, stats_origin = load_data(config, env, cfg)
-  if init:
-    if config.data.stats_path and stats.to_dict() != init_stats.to_dict():
-      raise ValueError(f"config.data.stats_path={config.data.stats_path} differs from the action "
-                       f"statistics of config.sft.init={init}; drop one of them")
-    stats, stats_origin = init_stats, init
+    # ---- data: demos, statistics, device-resident samples
+    t0 = time.time()
+    train, val, stats, stats_origin = load_data(config, env, cfg)
+    if init:
+      if config.data.stats_path and stats.to_dict() != init_stats.to_dict():
+        raise ValueError(f"config.data.stats_path={config.data.stats_path} differs from the "
+                         f"action statistics of config.sft.init={init}; drop one of them")
+      stats, stats_origin = init_stats, init
   arrays = data.build_arrays(train, stats, cfg.history, cfg.chunk, cfg.cameras)
   val_arrays = data.build_arrays(val, stats, cfg.history, cfg.chunk, cfg.cameras) if val else None
   print(f"demos {config.data.path}: {train.num_episodes} episodes ({train.num_steps} samples), "
@@ -238,39 +228,27 @@ def run(config, *, progress: bool = True) -> TrainState:
   # ---- model, optimiser, mesh
   graphdef, params = models.make_policy(cfg, seed=config.seed)
   policy = Policy.build(graphdef, cfg, stats, env.instructions)
-  mesh = parallel.make_mesh(config.mesh.data)
+  with cli.usage_errors():
+    mesh = parallel.make_mesh(config.mesh.data)
+    tx = make_optimizer(config.optim, total_steps=config.sft.steps)
   rep = parallel.replicated(mesh)
-  tx = make_optimizer(config.optim, total_steps=config.sft.steps)
   workdir = config.workdir
   os.makedirs(workdir, exist_ok=True)
   data.write_stats(os.path.join(workdir, "action_stats.json"), stats)
 
   # ---- state, resumed if the workdir has a checkpoint
-  mgr = checkpoint.manager(os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.keep)
   meta = dict(model=cfg.to_dict(), action_stats=stats.to_dict(), suite=config.env.suite,
               env_kwargs=env_kw, instructions=list(env.instructions), config=config.to_dict(),
               student_init=f"sft from {init}" if init else "sft",
               data=dict(path=config.data.path, demos_per_task=config.data.demos_per_task,
                         episodes=train.num_episodes, samples=train.num_steps,
                         stats_from=stats_origin))
-  start = mgr.latest_step()
-  if start is not None:
-    params, opt_state, old_meta = checkpoint.restore(mgr, start, params,
-                                                     jax.eval_shape(tx.init, params))
-    saved = dict(model=checkpoint.saved_model(old_meta), action_stats=old_meta.get("action_stats"))
-    for k in ("model", "action_stats"):
-      if saved[k] != meta[k]:
-        raise checkpoint.CheckpointError(
-            f"{workdir}/checkpoints/{start} holds a different {k} ({old_meta.get(k)}) than this "
-            f"run ({meta[k]}); use another config.workdir")
-    bad = int(old_meta.get("nonfinite_updates", 0))
-    print(f"resuming from {workdir}/checkpoints/{start}")
-  else:
-    if init:
-      params = init_params
-      print(f"warm start from {init}")
-    opt_state, bad, start = tx.init(params), 0, 0
-  ts = jax.device_put(TrainState(jnp.int32(start), params, opt_state, jnp.int32(bad)), rep)
+  with cli.usage_errors():
+    ts, mgr, old = restore_or_init(workdir, config.checkpoint.keep, init_params if init else params,
+                                   tx, meta, rep, compare=("model", "action_stats"))
+  start = int(ts.step)
+  print(f"resuming from {workdir}/checkpoints/{start}" if old else
+        f"warm start from {init}" if init else "fresh start")
   arrays = jax.device_put(arrays, rep)
 
   step_fn = jax.jit(make_train_step(config, policy, tx, mesh), donate_argnums=(0,),
@@ -284,6 +262,8 @@ def run(config, *, progress: bool = True) -> TrainState:
   print(f"sft on {config.env.suite}: {cfg.size} model ({models.param_count(ts.params) / 1e6:.2f}M "
         f"params), batch {config.sft.batch} x {mesh.devices.size} device(s), {config.sft.steps} "
         f"steps, shift {config.sft.shift}px; workdir {workdir}")
+  if start < config.sft.steps:
+    step_fn, = compiling.compile_programs([("the SFT step", step_fn, (ts, arrays))])
 
   def save(step):
     checkpoint.save(mgr, step, ts.params, dict(meta, nonfinite_updates=int(ts.nonfinite_updates)),
@@ -339,17 +319,11 @@ def run(config, *, progress: bool = True) -> TrainState:
   return ts
 
 
-def main(argv):
-  del argv
-  run(_FLAGS.config)
+def main(inv: cli.Invocation) -> None:
+  print(cli.describe(inv, f"{inv.config.workdir}/ (metrics.jsonl, tb/, checkpoints/, eval/)"))
+  cli.save_config(inv, inv.config.workdir)
+  run(inv.config)
 
 
 if __name__ == "__main__":
-  from opd_jax.train import _preparse_host_devices  # pylint: disable=import-outside-toplevel
-  _preparse_host_devices(sys.argv)
-  from absl import app, flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  _CONFIG = config_flags.DEFINE_config_file("config", "configs/libero.py:sft", "SFT config")
-  flags.DEFINE_integer("host_devices", 0, "CPU only: expose N host devices (set to the core count)")
-  _FLAGS = flags.FLAGS
-  app.run(main)
+  cli.run("sft", main, config_file="configs/libero.py:object,sft", validate=validate)

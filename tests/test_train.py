@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from opd_jax import evaluate as eval_lib
 from opd_jax import rollout as rollout_lib
 from opd_jax.logging import read_jsonl
 from opd_jax.policy import Policy
+from opd_jax.train_state import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,12 +27,12 @@ def small_config(workdir, **over):
   """Seconds-sized: 16x16 images, 8-step episodes, chunk 4 (2 policy steps), 2 worlds."""
   c = libero_config.get_config("spatial")
   c.workdir = str(workdir)
+  c.student.model = libero_config.model_config("nano")
   c.env.image_size = 16
   c.env.max_episode_steps = 8
   c.student.model.chunk = 4
   c.rollout.prompts, c.rollout.group = 2, 1
   c.optim.epochs, c.optim.minibatches = 2, 2   # 4 gradient steps over the 2 policy steps
-  c.optim.unroll = False   # compiled once and looped: each unrolled step costs ~70 s of compile
   c.iterations = 2
   c.eval.every = 0
   c.checkpoint.every = 1
@@ -59,6 +61,13 @@ def test_bad_config_is_named(tmp_path, field, value, match):
     train.validate(small_config(tmp_path, **{field: value}))
 
 
+@pytest.fixture(scope="module")
+def small_setup(tmp_path_factory):
+  """The small config's suite, student, teacher and programs, compiled once for this module
+  (run(prepared=...) reuses them for configs that differ only in run-only fields)."""
+  return train.setup(small_config(tmp_path_factory.mktemp("setup")))
+
+
 def test_config_variants_build():
   for arg in ("spatial", "object", "goal", "long", "spatial,runlocal", "goal,pod", "spatial,sft"):
     c = libero_config.get_config(arg)
@@ -67,7 +76,7 @@ def test_config_variants_build():
     libero_config.get_config("spatial,fast")
   # -1 / () fields come from the size; conv_channels sets the stem (and so the patch count).
   env = envs.make("libero_spatial", image_size=16, render=False)
-  c = libero_config.get_config("spatial")
+  c = libero_config.get_config("spatial,runlocal")
   assert train.model_config_from(c, env).conv_channels == models.ModelConfig(size="nano").conv_channels
   c.env.image_size = 64
   c.student.model.size = "tiny"
@@ -76,15 +85,15 @@ def test_config_variants_build():
   assert train.model_config_from(c, env).patches_per_camera == 64
 
 
-def _saved_policy(path, chunk, stats, law="torque"):
-  """A nano checkpoint trained under arm law ``law``; None writes no suite options (a
-  checkpoint from before the option, which reads as servo)."""
+def _saved_policy(path, chunk, stats, law="torque", iterations=8):
+  """A nano checkpoint trained under arm law ``law`` and ``iterations`` solver iterations; law
+  None writes no suite options (a checkpoint from before them: servo, 4 iterations)."""
   cfg = models.ModelConfig(size="nano", image_size=16, chunk=chunk)
   _, params = models.make_policy(cfg, 0)
   mgr = checkpoint.manager(str(path))
   meta = dict(model=cfg.to_dict(), action_stats=stats.to_dict())
   if law is not None:
-    meta["env_kwargs"] = dict(image_size=16, control=law)
+    meta["env_kwargs"] = dict(image_size=16, control=law, solver_iterations=iterations)
   checkpoint.save(mgr, 1, params, meta)
   return cfg
 
@@ -113,6 +122,12 @@ def test_mismatched_teacher_is_a_clear_error_before_compiling(tmp_path):
     with pytest.raises(ValueError, match="trained with control='servo' but the suite runs "
                        "control='torque'"):
       teachers.make(tcfg, env, student)
+  # ...and one trained under other solver iterations than the suite's physics runs.
+  _saved_policy(tmp_path / "iters", 4, stats, iterations=4)
+  tcfg.checkpoint = str(tmp_path / "iters")
+  with pytest.raises(ValueError, match="trained under 4 solver iterations but the suite's "
+                     "physics runs 8"):
+    teachers.make(tcfg, env, student)
   # A matching checkpoint teacher loads.
   _saved_policy(tmp_path / "ok", 4, stats)
   tcfg.checkpoint = str(tmp_path / "ok")
@@ -130,11 +145,11 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     checkpoint.load_policy(str(tmp_path / "nowhere"))
 
 
-def test_scripted_teacher_peaks_on_the_experts_next_k_actions(tmp_path):
+def test_scripted_teacher_peaks_on_the_experts_next_k_actions(tmp_path, small_setup):
   config = small_config(tmp_path)
-  su = train.setup(config)
-  env, teacher = su["env"], su["teacher"]
-  state = jax.jit(su["benv"].reset)(jax.random.split(jax.random.PRNGKey(1), 2), jnp.array([0, 4]))
+  su = small_setup
+  env, teacher = su.env, su.teacher
+  state = jax.jit(su.benv.reset)(jax.random.split(jax.random.PRNGKey(1), 2), jnp.array([0, 4]))
   logits = jax.jit(teacher.logits)(teacher.params, state, None)
   assert logits.shape == (2, 4, 7, 256)
   got = np.asarray(act.decode(teacher.stats, jnp.argmax(logits, -1)))
@@ -170,7 +185,7 @@ def test_scripted_teacher_peaks_on_the_experts_next_k_actions(tmp_path):
   bad = config.teacher.copy_and_resolve_references()
   bad.floor = 1.0
   with pytest.raises(ValueError, match="teacher.floor"):
-    teachers.make(bad, env, su["student"])
+    teachers.make(bad, env, su.student)
 
 
 def _params_close(a, b, tol=1e-6):
@@ -180,24 +195,25 @@ def _params_close(a, b, tol=1e-6):
   assert worst <= tol, worst
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path):
+def test_resumed_run_matches_uninterrupted_run(tmp_path, small_setup):
   # The uninterrupted run also evaluates at its end, and averages its two checkpoints.
+  su = small_setup
   full = train.run(small_config(tmp_path / "full", **{
       "checkpoint.average": 2, "eval.every": 2, "eval.episodes_per_task": 1, "eval.batch": 10,
-      "eval.videos": 0}), progress=False)
+      "eval.videos": 0}), progress=False, prepared=su)
   # "Killed" after one iteration, then started again with the same command.
   part = small_config(tmp_path / "resumed", iterations=1)
-  train.run(part, progress=False)
+  train.run(part, progress=False, prepared=su)
   # As written before ModelConfig had action_head_hidden: a run resumes from its older checkpoints.
   meta_file = tmp_path / "resumed" / "checkpoints" / "1" / "meta" / "metadata"
   meta = json.loads(meta_file.read_text())
   assert meta["model"].pop("action_head_hidden") == 0
   meta_file.write_text(json.dumps(meta))
-  resumed = train.run(small_config(tmp_path / "resumed"), progress=False)
+  resumed = train.run(small_config(tmp_path / "resumed"), progress=False, prepared=su)
   assert int(resumed.step) == int(full.step) == 2
   _params_close(full.params, resumed.params)
   moved = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(
-      jax.tree.leaves(full.params), jax.tree.leaves(train.setup(part)["params"])))
+      jax.tree.leaves(full.params), jax.tree.leaves(su.params)))
   assert moved > 0  # training changed the parameters
   rows = read_jsonl(str(tmp_path / "full" / "metrics.jsonl"))
   evals = [r for r in rows if "eval/success" in r or "eval_average/success" in r]
@@ -207,7 +223,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
       (2, ["eval/success"]), (2, ["eval_average/success"])]
   assert os.path.exists(tmp_path / "full" / "average" / "eval" / "step_2" / "results.md")
   # the average is evaluated by the run's own compiled episodes (placed like its parameters)
-  assert train.setup(part)["evaluators"][(1, 10)]._run._cache_size() == 1
+  assert su.evaluators[(1, 10)].compiles == 1
   # checkpoint.average = 2: the mean of checkpoints 1 and 2 is written beside the run.
   ck = [checkpoint.load_policy(str(tmp_path / "full" / "checkpoints" / s))[1] for s in ("1", "2")]
   _, avg, _, _, avg_meta = checkpoint.load_policy(str(tmp_path / "full" / "average"))
@@ -226,32 +242,32 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
   _params_close(full.params, params, 0.0)
 
 
-def test_nonfinite_loss_skips_update_and_counts(tmp_path):
+def test_nonfinite_loss_skips_update_and_counts(tmp_path, small_setup):
   config = small_config(tmp_path)
-  su = train.setup(config)   # cached: the iteration compiled for the resume test is reused
-  rep = parallel.replicated(su["mesh"])
-  params = jax.tree.map(jnp.copy, su["params"])
-  ts = jax.device_put(train.TrainState(jnp.int32(0), params, su["tx"].init(params), jnp.int32(0)), rep)
+  su = small_setup   # the programs compiled for the other tests of this module are reused
+  rep = parallel.replicated(su.mesh)
+  params = jax.tree.map(jnp.copy, su.params)
+  ts = jax.device_put(TrainState(jnp.int32(0), params, su.tx.init(params), jnp.int32(0)), rep)
   steps = config.optim.epochs * config.optim.minibatches
   nan_teacher = jax.device_put({"sigma": jnp.float32(0.0)}, rep)   # teacher log-probs become NaN
-  ts, m = su["iteration"](ts, nan_teacher)
+  ts, m = train.iterate(su, ts, nan_teacher, 0)
   assert int(ts.nonfinite_updates) == steps and float(m["train/nonfinite_updates"]) == steps
-  _params_close(ts.params, su["params"], 0.0)
-  ts, m = su["iteration"](ts, jax.device_put(su["teacher"].params, rep))   # and training goes on
+  _params_close(ts.params, su.params, 0.0)
+  ts, m = train.iterate(su, ts, jax.device_put(su.teacher.params, rep), 1)   # training goes on
   assert int(ts.nonfinite_updates) == steps and int(ts.step) == 2
   assert np.isfinite(float(m["train/loss"]))
   assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
-      jax.tree.leaves(ts.params), jax.tree.leaves(su["params"]))) > 0
+      jax.tree.leaves(ts.params), jax.tree.leaves(su.params))) > 0
 
 
-def test_receding_horizon_rollout_and_eval(tmp_path):
+def test_receding_horizon_rollout_and_eval(small_setup):
   """rollout(execute=H) runs H of the K chunk actions per policy step: twice the policy steps
   for half the chunk, each observing the world anew (not the chunk's first frame); tokens of the
   unrun tail stay in the mask while the world is alive and leave it when the episode has ended;
   an H outside [1, K] is refused. (execute=None, the whole chunk, is what every training test
   runs.) One compile: the reset is inside the rollout's program."""
-  su = train.setup(small_config(tmp_path))
-  benv, student, params = su["benv"], su["student"], su["params"]
+  su = small_setup
+  benv, student, params = su.benv, su.student, su.params
   keys, tasks = jax.random.split(jax.random.PRNGKey(2), 2), jnp.array([0, 3])
   half = jax.device_get(jax.jit(lambda p: rollout_lib.rollout(
       benv, student, p, benv.reset(keys, tasks), jax.random.PRNGKey(0), 5, temperature=0.0,
@@ -276,10 +292,23 @@ def test_receding_horizon_rollout_and_eval(tmp_path):
     rollout_lib.rollout(benv, two, params, state, jax.random.PRNGKey(0), 1, execute=2)
 
 
-def test_average_of_checkpoints(tmp_path):
+def test_average_of_checkpoints(tmp_path, capsys):
   """opd_jax.average: the mean of the selected steps' parameters, written as a checkpoint that
-  load_policy rebuilds; a different architecture or too few steps is a clear error."""
-  from opd_jax import average  # pylint: disable=import-outside-toplevel
+  load_policy rebuilds; a different architecture or too few steps is one clear line, exit 2."""
+  from opd_jax import average, cli  # pylint: disable=import-outside-toplevel
+
+  def run_cli(**kw):
+    return cli.run("average", average.main, ["average"] + [f"--config.{k}={v}" for k, v in kw.items()],
+                   default_config=average.default_config, validate=average.validate)
+
+  def refused(match, **kw):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+      run_cli(**kw)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("average: error:"), err
+    assert re.search(match, err[0]), err[0]
+
   stats = train.identity_stats(7)
   cfg = models.ModelConfig(size="nano", image_size=16, chunk=4)
   mgr = checkpoint.manager(str(tmp_path / "run" / "checkpoints"), max_to_keep=None)
@@ -288,22 +317,17 @@ def test_average_of_checkpoints(tmp_path):
     _, params = models.make_policy(cfg, seed)
     saved.append(params)
     checkpoint.save(mgr, step, params, dict(model=cfg.to_dict(), action_stats=stats.to_dict()))
-  average.main(["--checkpoints", str(tmp_path / "run"), "--steps", "20:30",
-                "--out", str(tmp_path / "avg")])
+  run_cli(checkpoints=tmp_path / "run", steps="20:30", out=tmp_path / "avg")
   _, got, got_cfg, _, meta = checkpoint.load_policy(str(tmp_path / "avg"))
   assert got_cfg == cfg and meta["averaged_from"]["steps"] == [20, 30]
   want = jax.tree.map(lambda a, b: (a + b) / 2, saved[1], saved[2])
   _params_close(want, got, tol=1e-6)
-  with pytest.raises(checkpoint.CheckpointError, match="nothing is overwritten"):
-    average.main(["--checkpoints", str(tmp_path / "run"), "--steps", "20,30",
-                  "--out", str(tmp_path / "avg")])
-  with pytest.raises(checkpoint.CheckpointError, match="at least two"):
-    average.steps_in(str(tmp_path / "run" / "checkpoints"), "25:30")
-  with pytest.raises(checkpoint.CheckpointError, match=r"no checkpoint steps \[40\]"):
-    average.steps_in(str(tmp_path / "run" / "checkpoints"), "10,40")
+  refused("nothing is overwritten", checkpoints=tmp_path / "run", steps="20,30", out=tmp_path / "avg")
+  refused("at least two", checkpoints=tmp_path / "run", steps="25:30", out=tmp_path / "a2")
+  refused(r"no checkpoint steps \[40\]", checkpoints=tmp_path / "run", steps="10,40",
+          out=tmp_path / "a2")
+  refused("config.out: required", checkpoints=tmp_path / "run", steps="10,20")
   other = models.ModelConfig(size="nano", image_size=16, chunk=8)
   checkpoint.save(mgr, 40, models.make_policy(other, 0)[1],
                   dict(model=other.to_dict(), action_stats=stats.to_dict()))
-  with pytest.raises(checkpoint.CheckpointError, match="different model"):
-    average.main(["--checkpoints", str(tmp_path / "run"), "--steps", "30:40",
-                  "--out", str(tmp_path / "avg2")])
+  refused("different model", checkpoints=tmp_path / "run", steps="30:40", out=tmp_path / "avg2")

@@ -69,7 +69,7 @@ def test_eight_devices_match_one_device(tmp_path):
   # The 8-device checkpoint restores in this 1-device process (a pod-trained teacher on a laptop).
   _, eight, _, _, meta = checkpoint.load_policy(str(tmp_path / "eight"))
   assert meta["config"]["mesh"]["data"] == 8
-  init = train.setup(devices_config(tmp_path / "x", 1))["params"]
+  init = train.setup(devices_config(tmp_path / "x", 1)).params
 
   def update(t, stems):
     return np.concatenate([np.asarray(x).ravel() - np.asarray(x0).ravel()

@@ -1,0 +1,96 @@
+"""What every trainer shares: the train state, the optimiser, the guarded update, resume.
+
+``guarded_update(loss_fn, tx)`` is the one gradient step of SFT and OPD: the loss's
+gradient applied with Optax unless the loss or any gradient is non-finite, in which
+case parameters and optimiser state are kept and the skip is counted.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from opd_jax import checkpoint
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array               # gradient steps taken (SFT) or iterations done (OPD)
+  params: Any
+  opt_state: Any
+  nonfinite_updates: jax.Array  # updates skipped because loss or gradients were not finite
+
+
+def make_optimizer(o, total_steps: int | None = None) -> optax.GradientTransformation:
+  """``o.optimizer``: "adamw" (default) or "sgd"; linear warm-up, global-norm clipping.
+
+  ``o.schedule``: "constant" after the warm-up (default), or "cosine": decays to
+  ``o.final_lr_frac`` x lr at ``total_steps``.
+  """
+  warm = max(o.warmup, 1)
+  kind = o.get("schedule", "constant")
+  if kind == "constant":
+    after = optax.constant_schedule(o.lr)
+  elif kind == "cosine":
+    if not total_steps or total_steps <= warm:
+      raise ValueError(f"config.optim.schedule='cosine' needs more steps ({total_steps}) than "
+                       f"optim.warmup ({o.warmup})")
+    after = optax.cosine_decay_schedule(o.lr, total_steps - warm,
+                                        alpha=o.get("final_lr_frac", 0.1))
+  else:
+    raise ValueError(f"config.optim.schedule must be 'constant' or 'cosine', got {kind!r}")
+  sched = optax.join_schedules([optax.linear_schedule(0.0, o.lr, warm), after], [warm])
+  name = o.get("optimizer", "adamw")
+  if name == "adamw":
+    opt = optax.adamw(sched, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
+  elif name == "sgd":
+    opt = optax.sgd(sched)
+  else:
+    raise ValueError(f"config.optim.optimizer must be 'adamw' or 'sgd', got {name!r}")
+  return optax.chain(optax.clip_by_global_norm(o.grad_clip), opt)
+
+
+def guarded_update(loss_fn: Callable, tx: optax.GradientTransformation):
+  """``update(ts, *args) -> (ts, metrics)`` for ``loss_fn(params, *args) -> (loss, metrics)``.
+
+  metrics gain ``loss`` and ``grad_norm`` (inf/NaN when any gradient entry is); ``ts.step``
+  is left to the caller."""
+  def update(ts: TrainState, *args):
+    (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params, *args)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt = tx.update(grads, ts.opt_state, ts.params)
+    new_params = optax.apply_updates(ts.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    bad = ts.nonfinite_updates + 1 - finite.astype(jnp.int32)
+    m = dict(m, loss=loss, grad_norm=grad_norm)
+    return ts.replace(params=keep(new_params, ts.params), opt_state=keep(new_opt, ts.opt_state),
+                      nonfinite_updates=bad), m
+  return update
+
+
+def restore_or_init(workdir: str, keep: int, params, tx, meta: dict, sharding, *,
+                    compare=("model",)) -> tuple[TrainState, Any, dict]:
+  """The run's state: the latest checkpoint under ``workdir/checkpoints`` if there is one
+  (refused when its ``compare`` meta entries differ from ``meta``'s), else ``params`` with a
+  fresh optimiser. Returns (state placed on ``sharding``, the checkpoint manager, the restored
+  meta or {})."""
+  mgr = checkpoint.manager(os.path.join(workdir, "checkpoints"), max_to_keep=keep)
+  start = mgr.latest_step()
+  if start is None:
+    ts = TrainState(jnp.int32(0), params, tx.init(params), jnp.int32(0))
+    return jax.device_put(jax.tree.map(jnp.copy, ts), sharding), mgr, {}
+  params, opt_state, old = checkpoint.restore(mgr, start, params, jax.eval_shape(tx.init, params),
+                                              sharding)
+  saved = dict(old, model=checkpoint.saved_model(old))
+  for k in compare:
+    if saved.get(k) != meta.get(k):
+      raise checkpoint.CheckpointError(
+          f"{workdir}/checkpoints/{start} holds a different {k} ({old.get(k)}) than this run "
+          f"({meta.get(k)}); use another config.workdir")
+  ts = TrainState(jnp.int32(start), params, opt_state, jnp.int32(int(old.get("nonfinite_updates", 0))))
+  return jax.device_put(jax.tree.map(jnp.copy, ts), sharding), mgr, old
