@@ -8,7 +8,7 @@ Rows (seconds per iteration's worth of work, compile excluded):
   hold     + the scripted teacher, current action held for the chunk
   simulate + the scripted teacher's K-step look-ahead (the default)
   checkpoint  + a checkpoint teacher's forward pass (with --teacher_checkpoint)
-  iteration   the whole jitted training iteration (rollout + gradient steps)
+  iteration   the whole training iteration (the rollout program + the gradient steps)
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 from configs import libero  # noqa: E402
 from opd_jax import rollout as rollout_lib  # noqa: E402
 from opd_jax import teachers, train  # noqa: E402
+from opd_jax.train_state import TrainState  # noqa: E402
 
 
 def timed(fn, reps):
@@ -44,7 +45,7 @@ def main(argv=None):
   c = libero.get_config(args.suite)
   c.student.init = args.student_init
   su = train.setup(c)
-  benv, student, params, n = su["benv"], su["student"], su["params"], su["num_steps"]
+  benv, student, params, n = su.benv, su.student, su.params, su.num_steps
   b = c.rollout.prompts * c.rollout.group
   keys = jax.random.split(jax.random.PRNGKey(0), b)
   tasks = jnp.arange(b) % benv.num_tasks
@@ -71,17 +72,19 @@ def main(argv=None):
   rows = [("env", timed(lambda: env_only(state), args.reps)),
           ("student", timed(roll(None, None), args.reps))]
   for look in ("hold", "simulate"):
-    t = teachers.ScriptedTeacher(env=su["env"], stats=student.stats, chunk=k, sigma=0.1,
+    t = teachers.ScriptedTeacher(env=su.env, stats=student.stats, chunk=k, sigma=0.1,
                                  lookahead=look)
     rows.append((look, timed(roll(t, t.params), args.reps)))
   if args.teacher_checkpoint:
     tc = c.teacher.copy_and_resolve_references()
     tc.kind, tc.checkpoint = "checkpoint", args.teacher_checkpoint
-    t = teachers.make(tc, su["env"], student)
+    t = teachers.make(tc, su.env, student)
     rows.append(("checkpoint", timed(roll(t, t.params), args.reps)))
-  ts = train.TrainState(jnp.int32(0), params, su["tx"].init(params), jnp.int32(0))
-  it = jax.jit(train.make_iteration(c, benv, student, su["teacher"], su["tx"], su["mesh"], n))
-  rows.append(("iteration", timed(lambda: it(ts, su["teacher"].params)[1], args.reps)))
+  ts = TrainState(jnp.int32(0), params, su.tx.init(params), jnp.int32(0))
+  t_params = su.teacher.params
+  train.compile_iteration(su, ts, t_params)
+  rows.append(("iteration", timed(lambda: train.iterate(
+      su, jax.tree.map(jnp.copy, ts), t_params, 0)[1]["train/loss"], args.reps)))
   steps = b * n * k
   print("| part | s / iteration | control steps/s | share of iteration |")
   print("|---|---|---|---|")

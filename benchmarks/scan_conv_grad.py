@@ -1,5 +1,6 @@
-"""Why opd_jax.train unrolls its gradient steps: a convolution's weight gradient inside a
-``lax.scan`` body vs the same steps unrolled, on this backend.
+"""Why opd_jax.train runs each gradient step as its own program (called from Python) rather
+than looping over them inside one: a convolution's weight gradient inside a ``lax.scan`` body
+vs the same steps unrolled, on this backend.
 
   python benchmarks/scan_conv_grad.py
 

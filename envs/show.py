@@ -6,12 +6,14 @@
 GIF or MP4 by the file extension (MP4 needs imageio-ffmpeg, installed with the package).
 """
 import argparse
+import time
 
 import envs  # sets the XLA flag before JAX starts
 from envs.control import FINGER_OPEN
 import imageio.v2 as imageio
 import jax
 import numpy as np
+from tqdm import tqdm
 
 
 def main(argv=None):
@@ -29,11 +31,15 @@ def main(argv=None):
   if not 0 <= args.task < env.num_tasks:
     p.error(f"--task must be in [0, {env.num_tasks - 1}] for {args.suite}")
   out = args.out or f"{args.suite}_task{args.task}.gif"
-  step = jax.jit(lambda s: env.step(s, env.expert_action(s)))
-  s = jax.jit(env.reset_eval)(args.task, args.init)
-  frames, success, grasp = [], False, None
   print(f"task {args.task}: {env.instructions[args.task]}")
-  for _ in range(args.max_steps or env.max_episode_steps):
+  print(f"compiling the expert's step and the {args.size}x{args.size} cameras "
+        f"(1-2 minutes on a 2-core CPU) ...", flush=True)
+  t0 = time.time()
+  s = jax.jit(env.reset_eval)(args.task, args.init)
+  step = jax.jit(lambda s: env.step(s, env.expert_action(s))).lower(s).compile()
+  print(f"compiled in {time.time() - t0:.0f} s", flush=True)
+  frames, success, grasp = [], False, None
+  for _ in tqdm(range(args.max_steps or env.max_episode_steps), desc="episode", unit="step"):
     frames.append(np.concatenate([np.asarray(s.obs["agentview"]), np.asarray(s.obs["wrist"])], 1))
     s = step(s)
     if grasp is None and float(np.asarray(s.info["priv"]["fingers"]).sum()) < 1.5 * FINGER_OPEN:

@@ -3,7 +3,7 @@ the command that made them.
 
 A shipped policy is a directory of three files:
 
-- ``params.msgpack`` the parameters (flax msgpack of the parameter tree, float32),
+- ``params.msgpack`` the parameters: flax msgpack of ``{path in the parameter tree: array}``,
 - ``meta.json``      the checkpoint's meta (model, action statistics, suite, the physics it
                      was trained under, instructions, the training config),
 - ``card.json``      how it was made and what it scores: ``command``, ``source_commit``,
@@ -93,20 +93,23 @@ def load(path: str):
     raise checkpoint.CheckpointError(f"shipped policy {path}: bad model/action_stats meta: {e}") from e
   graphdef, abstract = models.abstract_policy(cfg)
   with open(os.path.join(path, "params.msgpack"), "rb") as f:
-    pure = serialization.msgpack_restore(f.read())
-  params = jax.tree.map(lambda x: x, abstract)
-  try:
-    nnx.replace_by_pure_dict(params, pure)
-  except (KeyError, ValueError, TypeError) as e:
-    raise checkpoint.CheckpointError(f"shipped policy {path}: parameters do not fit its model "
-                                     f"({type(e).__name__}: {e})") from e
-  for (k, v), want in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(abstract)):
-    where = jax.tree_util.keystr(k)
-    if isinstance(v, jax.ShapeDtypeStruct) or np.shape(v) != want.shape:
+    flat = serialization.msgpack_restore(f.read())
+  want = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(abstract))
+  leaves = []
+  for p, spec in want[0]:
+    where = jax.tree_util.keystr(p)
+    if where not in flat or np.shape(flat[where]) != spec.shape:
       raise checkpoint.CheckpointError(f"shipped policy {path}: parameter {where} is missing or "
                                        f"has the wrong shape for its model")
-    if not np.all(np.isfinite(v)):
+    if not np.all(np.isfinite(flat[where])):
       raise checkpoint.CheckpointError(f"shipped policy {path}: non-finite parameters at {where}")
+    leaves.append(flat[where])
+  extra = set(flat) - {jax.tree_util.keystr(p) for p, _ in want[0]}
+  if extra:
+    raise checkpoint.CheckpointError(f"shipped policy {path}: parameters its model does not have: "
+                                     f"{sorted(extra)[:3]}")
+  params = jax.tree.map(lambda x: x, abstract)
+  nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(want[1], leaves))
   params = jax.device_put(jax.tree.map(np.asarray, params), jax.local_devices()[0])
   meta = dict(meta, shipped=dict(path=path, **{k: card[k] for k in card if k != "sha256"}))
   return graphdef, params, cfg, stats, meta
@@ -118,12 +121,11 @@ def export(src: str, out: str, card: dict[str, Any]) -> dict[str, Any]:
   if os.path.exists(out):
     raise checkpoint.CheckpointError(f"{out} exists; nothing is overwritten")
   _, params, _, _, meta = checkpoint.load_policy(src)
-  pure = jax.tree.map(lambda x: np.asarray(x, np.float32) if np.issubdtype(np.asarray(x).dtype,
-                                                                        np.floating)
-                      else np.asarray(x), nnx.to_pure_dict(params))
+  flat = {jax.tree_util.keystr(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))[0]}
   os.makedirs(out)
   with open(os.path.join(out, "params.msgpack"), "wb") as f:
-    f.write(serialization.msgpack_serialize(pure))
+    f.write(serialization.msgpack_serialize(flat))
   meta = {k: v for k, v in meta.items() if k != "shipped"}
   with open(os.path.join(out, "meta.json"), "w") as f:
     json.dump(meta, f, indent=1, sort_keys=True, default=str)
@@ -140,6 +142,7 @@ def default_config():
       out="",          # pretrained/NAME
       command="",      # the command(s) that made it
       success="",      # its measured success, with how it was measured
+      source_commit="",  # the commit whose code trained it (default: the current one)
       notes=""))
 
 
@@ -150,13 +153,15 @@ def main(inv):
     if not c[field]:
       raise cli.UsageError(f"config.{field}: required (the card records it)")
   try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=REPO_ROOT, check=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=REPO_ROOT, check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
-    commit = "unknown"
+    head = "unknown"
   with cli.usage_errors():
-    card = export(c.checkpoint, c.out, dict(command=c.command, success=c.success, notes=c.notes,
-                                            source_commit=commit, exported_from=c.checkpoint))
+    card = export(c.checkpoint, c.out, dict(
+        command=c.command, success=c.success, notes=c.notes,
+        source_commit=c.source_commit or head, exported_at_commit=head,
+        exported_from=c.checkpoint))
   print(json.dumps(card, indent=1))
 
 

@@ -1,12 +1,13 @@
-"""Offline SFT on demonstrations: ``python -m opd_jax.sft --config configs/libero.py:sft``.
+"""Offline SFT on demonstrations: ``python -m opd_jax.sft --config configs/libero.py:SUITE,sft``.
 
-  python -m opd_jax.collect --suite libero_spatial --demos_per_task 50 --out data/libero_spatial.hdf5
-  python -m opd_jax.sft --config configs/libero.py:sft \\
-      --config.data.path=data/libero_spatial.hdf5 --config.workdir=runs/sft_teacher
+  python -m opd_jax.collect --config.suite=libero_spatial --config.out=data/libero_spatial.hdf5
+  python -m opd_jax.sft --config configs/libero.py:spatial,sft \\
+      --config.data.path=data/libero_spatial.hdf5 --config.workdir=runs/sft_spatial_teacher
   # the one-demo student, sharing the teacher's action statistics:
-  python -m opd_jax.sft --config configs/libero.py:sft \\
+  python -m opd_jax.sft --config configs/libero.py:spatial,sft \\
       --config.data.path=data/libero_spatial.hdf5 --config.data.demos_per_task=1 \\
-      --config.data.stats_path=runs/sft_teacher/action_stats.json --config.workdir=runs/sft_1demo
+      --config.data.stats_path=runs/sft_spatial_teacher/action_stats.json \\
+      --config.workdir=runs/sft_spatial_1demo
 
 Token-level cross-entropy between the policy's action-token logits and the
 demos' tokenised action chunks (see opd_jax.data for how samples are built).

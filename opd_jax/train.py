@@ -206,8 +206,10 @@ def setup(config) -> Setup:
           f"config.student.model.chunk={chunk} is longer than the {env.max_episode_steps}-step "
           f"episodes (config.env.max_episode_steps): one policy step would run the whole "
           f"episode; use a chunk <= {env.max_episode_steps} or longer episodes")
+    mbs = config.optim.minibatches
+    # to the episode's end, rounded up to whole minibatches (steps after the end are masked)
     num_steps = (config.rollout.policy_steps if config.rollout.policy_steps > 0
-                 else math.ceil(env.max_episode_steps / chunk))
+                 else mbs * math.ceil(env.max_episode_steps / chunk / mbs))
     mesh = parallel.make_mesh(config.mesh.data)
     tx = make_optimizer(config.optim)
     update = make_update(config, student, tx, num_steps)
