@@ -21,8 +21,8 @@ _HIT = "/jax/compilation_cache/cache_hits"
 _MISS = "/jax/compilation_cache/cache_misses"
 
 
-def enable_cache(directory: str, min_compile_secs: float = 0.5) -> None:
-  """Stores every program that took more than ``min_compile_secs`` to compile under
+def enable_cache(directory: str, min_compile_secs: float = 0.0) -> None:
+  """Stores every program that took at least ``min_compile_secs`` to compile under
   ``directory``, keyed by the program, the JAX/XLA version, the devices and the flags."""
   jax.config.update("jax_compilation_cache_dir", directory)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)

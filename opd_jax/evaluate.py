@@ -25,7 +25,7 @@ class Evaluator:
   """Compiles one greedy episode batch function per (suite, policy) and reuses it."""
 
   def __init__(self, env, policy, *, episodes_per_task: int, batch: int, num_steps: int | None = None,
-               execute: int | None = None):
+               execute: int | None = None, compiler_options: dict | None = None):
     if episodes_per_task < 1:
       raise ValueError(f"config.eval.episodes_per_task must be >= 1, got {episodes_per_task}")
     if batch < 1:
@@ -35,7 +35,7 @@ class Evaluator:
     self.batch = batch
     self.execute = check_execute(execute, policy.cfg.chunk)
     self.num_steps = num_steps or math.ceil(env.max_episode_steps / self.execute)
-    self._run = jax.jit(self._episodes)
+    self._run = jax.jit(self._episodes, compiler_options=compiler_options)
     self._compiled = None
     self.compiles = 0   # programs compiled (or loaded from the persistent cache): 1 when reused
 
