@@ -82,14 +82,15 @@ def _readme_commands():
   with open(os.path.join(REPO, "README.md")) as f:
     text = f.read()
   cmds = []
-  for line in re.findall(r"python -m opd_jax\.\w+[^`\n]*", text):
-    cmds.append(shlex.split(line.replace("\\", "")))
+  blocks = "\n".join(re.findall(r"```bash\n(.*?)```", text, re.S))
+  for line in re.findall(r"python -m opd_jax\.\w+[^`\n]*", blocks):
+    cmds.append(shlex.split(line.replace("\\", ""), comments=True))
   return cmds
 
 
 def test_readme_commands_parse():
-  """Every ``python -m opd_jax.TOOL ...`` in the README names a tool, and its config file,
-  variant and overrides load (nothing runs)."""
+  """Every ``python -m opd_jax.TOOL ...`` in the README's code blocks names a tool, and its
+  config file, variant and overrides load (nothing runs)."""
   cmds = _readme_commands()
   assert len(cmds) >= 5
   for argv in cmds:
