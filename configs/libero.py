@@ -4,13 +4,13 @@
   python -m opd_jax.train --config configs/libero.py --config.teacher.kind=scripted
   python -m opd_jax.train --config configs/libero.py --config.student.init=   # fresh student
   python -m opd_jax.train --config configs/libero.py:goal          # another suite
-  python -m opd_jax.train --config configs/libero.py:object,runlocal   # seconds-long smoke run
+  python -m opd_jax.train --config configs/libero.py:object,runlocal   # small smoke run
   python -m opd_jax.train --config configs/libero.py:spatial \\
       --config.objective=forward_kl --config.student.init=runs/sft_spatial_1demo \\
       --config.teacher.kind=checkpoint --config.teacher.checkpoint=runs/sft_spatial_teacher
 
 The argument is ``SUITE[,VARIANT...]`` with SUITE in spatial/object/goal/long
-(default object) and variants ``runlocal`` (a seconds-long smoke run: 32x32
+(default object) and variants ``runlocal`` (a small smoke run: 32x32
 images, 16-step episodes, nano student, scripted teacher) and ``pod`` (bigger
 model and batches; batch sizes are per device). Every field is overridable with
 ``--config.a.b=value``. For SFT (opd_jax.sft) use ``configs/libero.py:SUITE,sft``.

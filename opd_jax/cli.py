@@ -70,10 +70,8 @@ def default_cache_dir() -> str:
 
 
 def quiet_startup() -> None:
-  """Silences backend-probe noise: XLA's C++ log (a cache-loading note per program, the
-  slow-compile alarm; real failures still surface as Python exceptions), JAX's note that
-  no TPU is present, absl/orbax INFO chatter. Set TF_CPP_MIN_LOG_LEVEL yourself to see XLA's."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  """Silences backend-probe noise: JAX's note that no TPU is present, absl/orbax INFO chatter
+  (XLA's C++ log is quieted in opd_jax/__init__.py, before jaxlib loads)."""
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   try:
     from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel

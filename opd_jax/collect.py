@@ -12,7 +12,7 @@ attempt. Only successful episodes are written, until each task has
 ``demos_per_task`` of them; the kept/attempted count per task is printed.
 
 Initial states are *training* states: ``env.reset(key, task)`` with keys
-derived from ``--seed`` and a collection tag, never the fixed evaluation
+derived from ``seed`` and a collection tag, never the fixed evaluation
 states of ``reset_eval``.
 
 DART-style noise: with ``action_noise s > 0`` the executed action is the
@@ -401,8 +401,6 @@ def validate(config, overrides=()) -> None:
                          f"{envs.registered()}")
   if config.control not in CONTROL_MODES:
     raise cli.UsageError(f"config.control: must be one of {CONTROL_MODES}, got {config.control!r}")
-  if config.keep not in ("success", "all"):
-    raise cli.UsageError(f"config.keep: must be 'success' or 'all', got {config.keep!r}")
   try:
     [int(t) for t in config.tasks.split(",") if t]
   except ValueError:

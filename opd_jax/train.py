@@ -65,10 +65,6 @@ def validate(config, overrides=()) -> None:
   need(avg == 0 or 2 <= avg <= config.checkpoint.keep, "checkpoint.average",
        f"must be 0 (off) or between 2 and checkpoint.keep ({config.checkpoint.keep}), got {avg}")
   need(config.eval.every >= 0, "eval.every", f"must be >= 0 (0 = off), got {config.eval.every}")
-  steps, chunk = config.env.max_episode_steps, config.student.model.chunk
-  need(config.student.init or steps <= 0 or chunk <= steps, "student.model.chunk",
-       f"{chunk} is longer than the {steps}-step episodes (config.env.max_episode_steps): one "
-       f"policy step would run the whole episode; use a chunk <= {steps} or longer episodes")
   set_model = sorted(p for p in overrides if p.startswith("student.model."))
   need(not (config.student.init and set_model), set_model[0] if set_model else "student.model",
        f"is ignored: student.init={config.student.init} fixes the architecture; drop the "
@@ -210,7 +206,7 @@ def setup(config) -> Setup:
     chunk = student.cfg.chunk
     if chunk > env.max_episode_steps:
       raise cli.UsageError(
-          f"config.student.model.chunk={chunk} is longer than the {env.max_episode_steps}-step "
+          f"config.student.model.chunk: {chunk} is longer than the {env.max_episode_steps}-step "
           f"episodes (config.env.max_episode_steps): one policy step would run the whole "
           f"episode; use a chunk <= {env.max_episode_steps} or longer episodes")
     mbs = config.optim.minibatches

@@ -13,9 +13,9 @@
 #   TEACHER_STEPS=20000 scripts/make_checkpoints.sh --config.optim.lr=3e-4   # extra SFT flags
 #
 # The model of both runs is configs/libero.py's (RECIPE: 4 layers, width 128, Octo's conv
-# stem, 5.0M parameters). Measured on the 2-core CPU (benchmarks/RESULTS.md): collection
-# 5 min; the teacher's 8000 steps ~1 h alone (0.4 s per step); the student's 500 steps
-# ~4 min alone; a 100-episode evaluation ~5 min. Then, e.g.:
+# stem, 5.0M parameters). Measured on the 2-core CPU for pretrained/ (benchmarks/RESULTS.md):
+# collection 299 s; the teacher's 8000 steps 1 h 29 min while sharing the CPU (0.35-0.4 s per
+# step when alone); the student's 500 steps 10.5 min, shared. Then, e.g.:
 #   python -m opd_jax.train --config configs/libero.py:spatial \
 #     --config.student.init=runs/sft_spatial_1demo \
 #     --config.teacher.kind=checkpoint --config.teacher.checkpoint=runs/sft_spatial_teacher
