@@ -67,7 +67,9 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
   # Student: a checkpoint directory to start from ("" = a fresh initialisation of
   # student.model; with init, the checkpoint fixes the architecture).
   student_init, teacher_ckpt = SHIPPED.get(suite, ("", ""))
-  c.student = dict(init=student_init, model=model_config("nano"))
+  # value_head: a scalar head on the readout embedding, for the value-based objectives (ppo,
+  # rpd); a checkpoint student gets a freshly initialised one.
+  c.student = dict(init=student_init, model=model_config("nano"), value_head=False)
   c.student.model.update(RECIPE)
   # Teacher: "checkpoint" (a policy checkpoint) or "scripted" (the privileged expert as a
   # distribution over bins; embedded, nothing downloaded). floor: the scripted teacher's
@@ -75,10 +77,21 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
   c.teacher = dict(kind="checkpoint" if teacher_ckpt else "scripted", checkpoint=teacher_ckpt,
                    sigma=0.1, floor=0.0, lookahead="simulate", temperature=1.0)
 
-  # reverse_kl (the paper's sampled-token estimator) | reverse_kl_exact (same expected gradient,
-  # summed over the 256 bins: far lower variance, the default) | forward_kl | hard_ce
+  # Distillation: reverse_kl (the paper's sampled-token estimator) | reverse_kl_exact (same
+  # expected gradient, summed over the 256 bins: far lower variance, the default) |
+  # forward_kl | hard_ce. RL: grpo (sparse success, group-normalised) | ppo (GAE, value head) |
+  # rpd (ppo + teacher action-mean MSE) | reverse_kl+grpo (the paper's Distill + GRPO).
   c.objective = "reverse_kl_exact"
-  c.clip_eps = -1.0            # > 0: PPO clipping (with optim.epochs > 1)
+  c.clip_eps = -1.0            # > 0: PPO clipping of the reverse_kl estimator (epochs > 1)
+  # The RL objectives' settings (opd_jax/objectives/rl.py). clip_low/high: the token-level
+  # PPO-clip range (SimpleVLA-RL: 0.2 / 0.28). dynamic_sampling drops groups whose episodes
+  # all succeeded or all failed; refill_rounds > 0 rolls up to that many more batches to
+  # replace them. dense_coef: weight of the suites' dense shaping (0 = sparse success only,
+  # ppo/rpd). teacher_weight: RPD's lambda, cosine-annealed to 0 over teacher_anneal
+  # iterations (0 = constant). grpo_weight: the GRPO term in reverse_kl+grpo.
+  c.rl = dict(clip_low=0.2, clip_high=0.28, dynamic_sampling=True, refill_rounds=0,
+              gamma=0.99, gae_lambda=0.95, value_coef=0.5, entropy_coef=0.0, dense_coef=0.0,
+              teacher_weight=1.0, teacher_anneal=0, grpo_weight=1.0)
 
   # An iteration is a batch of episodes: prompts x group worlds per device, each a
   # task and initial state (the group shares both), rolled to the end of the episode.
@@ -98,8 +111,9 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
     c.optim.lr = 3e-5
 
   c.log_every = 1
-  # Greedy evaluation on the first episodes_per_task fixed evaluation states of every task.
-  c.eval = dict(every=20, episodes_per_task=5, batch=25, videos=2)
+  # Greedy evaluation on the first episodes_per_task fixed evaluation states of every task;
+  # at_start: also before the first iteration (step 0), the curve's starting point.
+  c.eval = dict(every=20, episodes_per_task=5, batch=25, videos=2, at_start=True)
   # average >= 2: after the last iteration, the mean parameters of the last `average` kept
   # checkpoints (opd_jax.average) go to WORKDIR/average and are evaluated (eval_average/*).
   c.checkpoint = dict(every=10, keep=3, average=0)
@@ -117,7 +131,7 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
     c.rollout.prompts, c.rollout.group = 2, 1
     c.optim.minibatches = 1
     c.iterations = 2
-    c.eval = dict(every=2, episodes_per_task=1, batch=10, videos=1)
+    c.eval = dict(every=2, episodes_per_task=1, batch=10, videos=1, at_start=False)
     c.checkpoint.every = 1
     c.llvm_opt_level = 0
   if "pod" in variants:

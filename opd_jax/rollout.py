@@ -12,33 +12,71 @@ Shapes: T policy steps, B worlds, K chunk, D action dims, V bins.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
+from opd_jax import actions as act
 from opd_jax import models
 from opd_jax.policy import Policy, init_history, push_history
 
 
 @struct.dataclass
+class Batch:
+  """What the objectives read from a rollout, time-major: T policy steps, B worlds, K chunk,
+  D action dims, V bins (an update sees a minibatch of the T axis).
+
+  Fields an objective does not need may be None (no teacher, no value head); the advantage
+  fields are filled after the rollout by the objective's estimator (objectives.rl)."""
+  hist: dict                  # observation history: {camera: uint8 [T, B, H_T, H, W, 3], ...}
+  tokens: jax.Array           # int32 [T, B, K, D] the student's sampled tokens
+  behaviour_logp: jax.Array   # [T, B, K, D] their log-probs when sampled (for PPO ratios)
+  mask: jax.Array             # [T, B, K, D] 1 for tokens whose control step ran
+  step_mask: jax.Array        # [T, B] 1 for policy steps taken while the episode ran
+  reward: jax.Array           # [T, B] success (1 at the step it happens) + dense shaping
+  done: jax.Array             # [T, B] 1 at the policy step the episode ended
+  success: jax.Array          # [B] 1 if the episode succeeded
+  teacher_logp: Any = None    # [T, B, K, D, V] teacher log-probs over bins
+  teacher_mean: Any = None    # [T, B, K, D] teacher's expected normalised action (RPD)
+  value: Any = None           # [T, B] the student's value estimate when acting
+  advantage: Any = None       # [T, B] per-step advantage (GRPO: the episode's)
+  returns: Any = None         # [T, B] value targets (PPO)
+  step_weight: Any = None     # [T, B] 0 for worlds dropped by dynamic sampling
+  teacher_weight: Any = None  # [] the RPD term's weight this iteration
+
+
+  def steps(self, start, size: int) -> "Batch":
+    """Policy steps ``start:start + size`` (start may be traced) of the time-major fields."""
+    cut = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, 0)  # noqa: E731
+    whole = {"success", "teacher_weight"}
+    return self.replace(**{f.name: jax.tree.map(cut, getattr(self, f.name))
+                           for f in dataclasses.fields(self) if f.name not in whole})
+
+
+@struct.dataclass
 class Rollout:
-  hist: dict            # observation history per step: {camera: [T, B, H_T, H, W, 3], ...}
-  tokens: jax.Array     # int32 [T, B, K, D]
-  behaviour_logp: jax.Array  # [T, B, K, D] student log-prob of tokens when sampled
-  teacher_logp: Any     # [T, B, K, D, V] or None without a teacher
-  mask: jax.Array       # [T, B, K, D] 1 for tokens whose control step ran
-  success: jax.Array    # [B] 1 if the episode succeeded
+  batch: Batch
   finished: jax.Array   # [B] 1 if the episode ended (success, time limit or blow-up)
   length: jax.Array     # [B] control steps executed
   task_id: jax.Array    # [B]
   env_metrics: dict     # per-world sums of the suite's metrics over executed control steps
 
-  def batch(self) -> dict:
-    """The objectives' inputs (see opd_jax.objectives)."""
-    return dict(hist=self.hist, tokens=self.tokens, behaviour_logp=self.behaviour_logp,
-                teacher_logp=self.teacher_logp, mask=self.mask)
+  @property
+  def success(self) -> jax.Array:
+    return self.batch.success
+
+  @property
+  def hist(self) -> dict:
+    return self.batch.hist
+
+
+def expected_action(logits: jax.Array) -> jax.Array:
+  """[..., V] logits -> [...] the distribution's mean in normalised action units."""
+  centres = act.from_tokens(jnp.arange(logits.shape[-1]))
+  return jnp.sum(jax.nn.softmax(logits, -1) * centres, -1)
 
 
 def check_execute(execute: int | None, chunk: int) -> int:
@@ -52,7 +90,7 @@ def check_execute(execute: int | None, chunk: int) -> int:
 def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int, *,
             temperature: float = 1.0, teacher=None, teacher_params=None,
             teacher_temperature: float = 1.0, history: int | None = None,
-            execute: int | None = None) -> Rollout:
+            execute: int | None = None, dense_coef: float = 0.0) -> Rollout:
   """Runs ``num_steps`` policy steps from the batched ``state``.
 
   env: a batched suite with ``step_chunk`` (envs.core.BatchEnv, no auto-reset:
@@ -61,6 +99,9 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
     again (receding horizon; default all K). Tokens of the actions not run stay
     in the loss mask while the world is alive: they are still the student's
     samples on its own state, scored by the teacher on the same observation.
+  dense_coef: weight of the suite's dense shaping in ``reward``, as a potential difference
+    (the mean of ``dense_reward`` over the chunk's steps minus the previous chunk's), so it
+    rewards progress and sums to a bounded amount whatever the episode's length.
   """
   k = student.cfg.chunk
   execute = check_execute(execute, k)
@@ -77,19 +118,29 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
   zeros = jnp.zeros((b,), jnp.float32)
   metric_sums = {n: zeros for n in state.metrics}
 
+  has_dense = dense_coef and "dense_reward" in state.metrics
+
   def body(carry, t):
-    state, hist, alive, success, finished, length, msums = carry
-    logits = student.logits(params, hist)
+    state, hist, alive, success, finished, length, msums, level = carry
+    out = student.outputs(params, hist)
+    logits = out["logits"]
     tokens = models.sample_tokens(logits, jax.random.fold_in(key, t), temperature)
     blogp = models.token_log_probs(logits, tokens, jnp.maximum(temperature, 1e-6))
-    t_logp = None
+    t_logp = t_mean = None
     if teacher is not None:
-      t_logits = teacher.logits(teacher_params, state, hist)
-      t_logp = jax.nn.log_softmax(jax.lax.stop_gradient(t_logits) / teacher_temperature, -1)
+      t_logits = jax.lax.stop_gradient(teacher.logits(teacher_params, state, hist))
+      t_logp = jax.nn.log_softmax(t_logits / teacher_temperature, -1)
+      t_mean = expected_action(t_logits)
     nxt, executed = env.step_chunk(state, student.actions(tokens[:, :execute]))
     executed = executed * alive[:, None]                       # [B, execute]
     ended = alive * (nxt.done > 0)
-    success = jnp.maximum(success, ended * nxt.info["success"])
+    won = ended * nxt.info["success"]
+    reward = won
+    if has_dense:
+      now = nxt.metrics["dense_reward"] / jnp.maximum(executed.sum(-1), 1.0)
+      reward = reward + alive * dense_coef * (now - level)
+      level = jnp.where(alive > 0, now, level)
+    success = jnp.maximum(success, won)
     finished = jnp.maximum(finished, ended)
     length = length + executed.sum(-1)
     msums = {n: msums[n] + alive * nxt.metrics[n] for n in msums}
@@ -97,18 +148,18 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
       tail = jnp.broadcast_to(executed[:, -1:], (b, k - execute))
       executed = jnp.concatenate([executed, tail], axis=1)     # [B, K]
     mask = jnp.broadcast_to(executed[:, :, None], tokens.shape).astype(jnp.float32)
-    out = dict(hist=hist, tokens=tokens, behaviour_logp=blogp, teacher_logp=t_logp, mask=mask)
+    rec = dict(hist=hist, tokens=tokens, behaviour_logp=blogp, teacher_logp=t_logp,
+               teacher_mean=t_mean, mask=mask, step_mask=alive, reward=reward, done=ended,
+               value=out.get("value"))
     carry = (nxt, push_history(hist, nxt.obs), alive * (1.0 - ended), success, finished,
-             length, msums)
-    return carry, out
+             length, msums, level)
+    return carry, rec
 
-  init = (state, hist, jnp.ones((b,), jnp.float32), zeros, zeros, zeros, metric_sums)
-  (state, _, _, success, finished, length, msums), out = jax.lax.scan(
+  init = (state, hist, jnp.ones((b,), jnp.float32), zeros, zeros, zeros, metric_sums, zeros)
+  (state, _, _, success, finished, length, msums, _), rec = jax.lax.scan(
       body, init, jnp.arange(num_steps))
-  return Rollout(hist=out["hist"], tokens=out["tokens"], behaviour_logp=out["behaviour_logp"],
-                 teacher_logp=out["teacher_logp"], mask=out["mask"], success=success,
-                 finished=finished, length=length, task_id=state.info["task_id"],
-                 env_metrics=msums)
+  return Rollout(batch=Batch(success=success, **rec), finished=finished, length=length,
+                 task_id=state.info["task_id"], env_metrics=msums)
 
 
 def episode_metrics(r: Rollout, prefix: str = "rollout/") -> dict[str, jax.Array]:
@@ -117,6 +168,7 @@ def episode_metrics(r: Rollout, prefix: str = "rollout/") -> dict[str, jax.Array
   m = {
       "success": jnp.sum(r.success) / n_done,
       "success_all": jnp.mean(r.success),
+      "return": jnp.mean(jnp.sum(r.batch.reward, 0)),
       "finished": jnp.mean(r.finished),
       "episode_length": jnp.sum(r.length * r.finished) / n_done,
       "control_steps": jnp.sum(r.length),

@@ -34,7 +34,7 @@ from envs.control import CONTROL_MODES
 
 from opd_jax import checkpoint, cli, compiling, data, models, parallel
 from opd_jax.policy import Policy, check_obs_matches
-from opd_jax.train import make_env, model_config_from
+from opd_jax.build import make_env, model_config_from
 from opd_jax.train_state import TrainState, guarded_update, make_optimizer, restore_or_init
 
 

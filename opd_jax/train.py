@@ -1,33 +1,29 @@
-"""On-policy distillation: ``python -m opd_jax.train --config configs/libero.py``.
+"""On-policy training: ``python -m opd_jax.train --config configs/libero.py``.
 
-An iteration is two compiled programs: the rollout (a batch of episodes acted by the
-student, with the teacher scoring every sampled action token in the same compiled step)
-and one guarded gradient step, called ``epochs x minibatches`` times from Python on the
-rollout's batch. Both are compiled before the loop starts (and loaded from the
-persistent compilation cache on later runs). Resumes from the workdir's latest
-checkpoint. See configs/libero.py for the fields and example commands.
+On-policy distillation (the default objective) and the RL objectives (GRPO, PPO, RPD,
+reverse-KL + GRPO; opd_jax/objectives) share this job. An iteration is two compiled
+programs (opd_jax.iteration): the rollout (a batch of episodes acted by the student, with
+the teacher scoring every sampled action token in the same compiled step) and one guarded
+gradient step, called ``epochs x minibatches`` times from Python on the rollout's batch.
+Both are compiled before the loop starts (and loaded from the persistent compilation
+cache on later runs). Resumes from the workdir's latest checkpoint. See
+configs/libero.py for the fields and example commands.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import sys
 import time
-from typing import Any, Callable
 
 import envs  # sets the XLA flag MJX needs on CPU before JAX starts  # noqa: F401  isort: skip
 import jax
-import jax.numpy as jnp
-import numpy as np
 from envs.control import CONTROL_MODES
 
-from opd_jax import actions as act
-from opd_jax import checkpoint, cli, compiling, models, objectives, parallel, teachers
-from opd_jax.policy import Policy, check_obs_matches
-from opd_jax.rollout import episode_metrics, rollout
-from opd_jax.train_state import TrainState, guarded_update, make_optimizer, restore_or_init
+from opd_jax import checkpoint, cli, models, objectives, parallel
+from opd_jax.iteration import (Setup, compile_iteration, compiler_options, iterate, setup,
+                               setup_key, _RUN_ONLY_FIELDS)
+from opd_jax.train_state import TrainState, restore_or_init
 
 
 # ----------------------------------------------------------------------------- config
@@ -54,10 +50,31 @@ def validate(config, overrides=()) -> None:
   need(config.optim.minibatches >= 1, "optim.minibatches",
        f"must be >= 1, got {config.optim.minibatches}")
   need(config.iterations >= 0, "iterations", f"must be >= 0, got {config.iterations}")
-  need(config.teacher.kind in ("scripted", "checkpoint"), "teacher.kind",
-       f"must be 'scripted' or 'checkpoint', got {config.teacher.kind!r}")
+  need(config.teacher.kind in ("scripted", "checkpoint", "none"), "teacher.kind",
+       f"must be 'scripted', 'checkpoint' or 'none', got {config.teacher.kind!r}")
   need(config.teacher.kind != "checkpoint" or bool(config.teacher.checkpoint), "teacher.checkpoint",
        "teacher.kind='checkpoint' needs a path, e.g. --config.teacher.checkpoint=runs/sft_teacher")
+  obj = objectives.OBJECTIVES[config.objective]
+  need(not obj.needs_teacher or config.teacher.kind != "none", "teacher.kind",
+       f"objective {config.objective!r} learns from a teacher; give one with "
+       f"--config.teacher.kind=scripted or --config.teacher.kind=checkpoint "
+       f"--config.teacher.checkpoint=PATH")
+  need(obj.advantage != "group" or config.rollout.group >= 2, "rollout.group",
+       f"objective {config.objective!r} compares the episodes of a group (GRPO): the group "
+       f"must be >= 2 worlds, got {config.rollout.group}")
+  need(not obj.needs_value or config.student.value_head, "student.value_head",
+       f"objective {config.objective!r} needs a value head on the student: add "
+       f"--config.student.value_head=True (a checkpoint student gets a fresh one)")
+  rl = config.rl
+  need(0.0 < rl.clip_low < 1.0, "rl.clip_low", f"must be in (0, 1), got {rl.clip_low}")
+  need(rl.clip_high > 0.0, "rl.clip_high", f"must be > 0, got {rl.clip_high}")
+  need(0.0 <= rl.gamma <= 1.0, "rl.gamma", f"must be in [0, 1], got {rl.gamma}")
+  need(0.0 <= rl.gae_lambda <= 1.0, "rl.gae_lambda", f"must be in [0, 1], got {rl.gae_lambda}")
+  need(rl.refill_rounds >= 0, "rl.refill_rounds", f"must be >= 0, got {rl.refill_rounds}")
+  need(rl.teacher_anneal >= 0, "rl.teacher_anneal",
+       f"must be >= 0 iterations (0 = constant), got {rl.teacher_anneal}")
+  need(not (rl.refill_rounds and not rl.dynamic_sampling), "rl.refill_rounds",
+       "refills replace the groups dynamic sampling drops: set rl.dynamic_sampling=True too")
   need(config.teacher.temperature > 0, "teacher.temperature",
        f"must be > 0, got {config.teacher.temperature}")
   need(config.checkpoint.every >= 1, "checkpoint.every", f"must be >= 1, got {config.checkpoint.every}")
@@ -72,185 +89,6 @@ def validate(config, overrides=()) -> None:
   if config.optim.epochs > 1 and config.objective == "reverse_kl" and config.clip_eps <= 0:
     print("note: optim.epochs > 1 without clip_eps: later epochs are off-policy and unclipped",
           file=sys.stderr)
-
-
-def model_config_from(config, env) -> models.ModelConfig:
-  m = dict(config.student.model)
-  m = {k: (None if v == -1 or v == () else v) for k, v in m.items()}
-  return models.ModelConfig(**m, image_size=config.env.image_size, cameras=tuple(env.cameras),
-                            proprio_dim=8, action_dim=env.action_size)
-
-
-def identity_stats(dim: int) -> act.ActionStats:
-  """The suites' actions already lie in [-1, 1]: normalisation is the identity
-  (gripper, the last dim, left as is)."""
-  mask = np.ones(dim, bool)
-  mask[-1] = False
-  return act.make_stats(-np.ones(dim), np.ones(dim), mask)
-
-
-def make_env(config):
-  kw = dict(image_size=config.env.image_size, substeps=config.env.substeps,
-            control=config.env.control)
-  if config.env.max_episode_steps > 0:
-    kw["max_episode_steps"] = config.env.max_episode_steps
-  env = envs.make(config.env.suite, **kw)
-  # recorded in checkpoints beside the arm law: the physics the policy was trained under
-  kw["solver_iterations"] = int(env.mj_model.opt.iterations)
-  return env, kw
-
-
-def make_student(config, env):
-  """(Policy, params, where-from) from config.student.init or a fresh init."""
-  if config.student.init:
-    graphdef, params, cfg, stats, meta = checkpoint.load_policy(config.student.init)
-    check_obs_matches(cfg, env, "student", meta)
-    return Policy.build(graphdef, cfg, stats, env.instructions), params, config.student.init
-  cfg = model_config_from(config, env)
-  graphdef, params = models.make_policy(cfg, seed=config.seed)
-  return Policy.build(graphdef, cfg, identity_stats(env.action_size), env.instructions), params, "init"
-
-
-# -------------------------------------------------------------- the two programs
-def make_rollout(config, benv, student: Policy, teacher, mesh, num_steps: int):
-  """``collect(iteration, params, teacher_params) -> (batch, metrics)``: a batch of episodes.
-
-  Randomness depends on (seed, iteration) only, so a resumed run repeats exactly."""
-  prompts = config.rollout.prompts * mesh.devices.size
-  group = config.rollout.group
-
-  def collect(iteration, params, teacher_params):
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), iteration)
-    k_task, k_init, k_roll = jax.random.split(key, 3)
-    tasks = jnp.repeat(jax.random.randint(k_task, (prompts,), 0, benv.num_tasks), group)
-    keys = jnp.repeat(jax.random.split(k_init, prompts), group, axis=0)
-    tasks, keys = parallel.shard_batch((tasks, keys), mesh)
-    state = benv.reset(keys, tasks)
-    r = rollout(benv, student, params, state, k_roll, num_steps,
-                temperature=config.rollout.temperature, teacher=teacher,
-                teacher_params=teacher_params, teacher_temperature=config.teacher.temperature)
-    return parallel.shard_batch(r.batch(), mesh, axis=1), episode_metrics(r)
-
-  return collect
-
-
-def make_update(config, student: Policy, tx, num_steps: int):
-  """``update(ts, batch, i) -> (ts, metrics)``: the guarded gradient step on minibatch
-  ``i % minibatches`` (the policy steps split in contiguous parts)."""
-  clip = config.clip_eps if config.clip_eps > 0 else None
-  loss_obj = objectives.get(config.objective, temperature=config.rollout.temperature, clip_eps=clip)
-  mbs = config.optim.minibatches
-  if num_steps % mbs:
-    raise cli.UsageError(f"config.optim.minibatches={mbs} must divide the {num_steps} policy "
-                         f"steps of an iteration")
-  t_mb = num_steps // mbs
-
-  def loss_fn(params, mb):
-    logits = jax.vmap(student.logits, in_axes=(None, 0))(params, mb["hist"])  # [T, B, K, D, V]
-    return loss_obj(logits, mb)
-
-  step = guarded_update(loss_fn, tx)
-
-  def update(ts: TrainState, batch, i):
-    mb = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, (i % mbs) * t_mb, t_mb, 0), batch)
-    return step(ts, mb)
-
-  return update
-
-
-@dataclasses.dataclass
-class Setup:
-  """What the compile-relevant config fields build (not workdir, iterations, logging,
-  checkpoint or eval cadence): ``run(config, prepared=s)`` reuses its compiled programs."""
-  key: str
-  env: Any
-  env_kw: dict
-  benv: Any
-  student: Policy
-  params: Any
-  origin: str
-  teacher: Any
-  num_steps: int
-  mesh: Any
-  tx: Any
-  rollout: Callable           # jitted collect(iteration, params, teacher_params)
-  update: Callable            # jitted update(ts, batch, i)
-  num_updates: int            # gradient steps per iteration: epochs x minibatches
-  programs: dict = dataclasses.field(default_factory=dict)    # compiled, by name
-  evaluators: dict = dataclasses.field(default_factory=dict)  # by (episodes, batch)
-
-
-_RUN_ONLY_FIELDS = ("workdir", "iterations", "log_every", "checkpoint", "eval")
-
-
-def compiler_options(config) -> dict | None:
-  """``config.llvm_opt_level`` >= 0: XLA:CPU's LLVM optimisation level for every program
-  (0 compiles ~2x faster and runs ~3.5x slower: for smoke runs); -1 leaves XLA's default."""
-  level = config.get("llvm_opt_level", -1)
-  return {"xla_backend_optimization_level": int(level)} if level >= 0 else None
-
-
-def setup_key(config) -> str:
-  return json.dumps({k: v for k, v in config.to_dict().items() if k not in _RUN_ONLY_FIELDS},
-                    sort_keys=True, default=str)
-
-
-def setup(config) -> Setup:
-  """Builds suite, student, teacher, mesh, optimiser and the two jitted programs (bad input
-  is a ``cli.UsageError`` here, before anything compiles)."""
-  with cli.usage_errors():
-    env, env_kw = make_env(config)
-    benv = envs.core.BatchEnv(env)
-    student, params, origin = make_student(config, env)
-    teacher = teachers.make(config.teacher, env, student)
-    chunk = student.cfg.chunk
-    if chunk > env.max_episode_steps:
-      raise cli.UsageError(
-          f"config.student.model.chunk: {chunk} is longer than the {env.max_episode_steps}-step "
-          f"episodes (config.env.max_episode_steps): one policy step would run the whole "
-          f"episode; use a chunk <= {env.max_episode_steps} or longer episodes")
-    mbs = config.optim.minibatches
-    # to the episode's end, rounded up to whole minibatches (steps after the end are masked)
-    num_steps = (config.rollout.policy_steps if config.rollout.policy_steps > 0
-                 else mbs * math.ceil(env.max_episode_steps / chunk / mbs))
-    mesh = parallel.make_mesh(config.mesh.data)
-    tx = make_optimizer(config.optim)
-    update = make_update(config, student, tx, num_steps)
-  rep = parallel.replicated(mesh)
-  batch_sh = parallel.batch_sharding(mesh, axis=1)
-  opts = compiler_options(config)
-  collect = jax.jit(make_rollout(config, benv, student, teacher, mesh, num_steps),
-                    out_shardings=(batch_sh, rep), compiler_options=opts)
-  update = jax.jit(update, donate_argnums=(0,), in_shardings=(rep, batch_sh, rep),
-                   out_shardings=(rep, rep), compiler_options=opts)
-  return Setup(setup_key(config), env, env_kw, benv, student, params, origin, teacher, num_steps,
-               mesh, tx, collect, update, config.optim.epochs * config.optim.minibatches)
-
-
-def compile_iteration(su: Setup, ts: TrainState, teacher_params) -> None:
-  """Compiles the rollout and the gradient step (concurrently) unless already compiled."""
-  if "rollout" in su.programs:
-    return
-  it = jnp.int32(0)
-  su.programs["rollout"], su.programs["update"] = compiling.compile_programs([
-      ("the rollout", su.rollout, (it, ts.params, teacher_params)),
-      ("the gradient step", su.update, lambda lowered: (ts, lowered[0].out_info[0], it))])
-
-
-def iterate(su: Setup, ts: TrainState, teacher_params, iteration: int):
-  """One iteration: rollout, then the gradient steps. Returns (ts, metrics); the metrics of
-  the first gradient step are the on-policy ones (``train/*``)."""
-  compile_iteration(su, ts, teacher_params)
-  batch, metrics = su.programs["rollout"](jnp.int32(iteration), ts.params, teacher_params)
-  first = last = None
-  for i in range(su.num_updates):
-    ts, m = su.programs["update"](ts, batch, jnp.int32(i))
-    first = m if first is None else first
-    last = m
-  metrics = dict(metrics, **{f"train/{k}": v for k, v in first.items()})
-  metrics["train/loss_last"] = last["loss"]
-  metrics["train/nonfinite_updates"] = ts.nonfinite_updates.astype(jnp.float32)
-  return ts.replace(step=ts.step + 1), metrics
 
 
 # --------------------------------------------------------------------------- main
@@ -306,11 +144,23 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
     meta_now = dict(meta, nonfinite_updates=int(ts.nonfinite_updates), env_steps_total=env_steps)
     checkpoint.save(mgr, step, ts.params, meta_now, ts.opt_state)
 
+  def evaluate_now(step, params):
+    res = evaluator(params, videos=config.eval.videos)
+    eval_lib.write_report(res, os.path.join(workdir, "eval", f"step_{step}"),
+                          f"{config.env.suite} after {step} iterations")
+    writer.write(step, eval_row(res, "eval"))
+    say = bar.write if bar is not None else print
+    say(f"eval @ {step}: greedy success {100 * res['success']:.1f}% on "
+        f"{res['episodes_per_task']} states per task, per task "
+        f"{[round(100 * s) for s in res['per_task']]}")
+
   # ---- train
   bar = None
   if progress:
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     bar = tqdm(total=config.iterations, initial=start, desc="opd", dynamic_ncols=True)
+  if evaluator is not None and start == 0 and config.eval.get("at_start", False):
+    evaluate_now(0, ts.params)   # the curve's first point: the student as it starts
   last_bad = int(ts.nonfinite_updates)
   for step in range(start, config.iterations):
     t0 = time.time()
@@ -330,21 +180,20 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
             f"({int(m['train/nonfinite_updates'])} so far)", file=sys.stderr)
       last_bad = int(m["train/nonfinite_updates"])
     if bar is not None:
-      bar.set_postfix(success=f"{m['rollout/success']:.2f}", kl=f"{m['train/reverse_kl']:.3f}",
-                      steps_s=f"{m['rollout/env_steps_per_s']:.0f}")
+      shown = dict(success=f"{m['rollout/success']:.2f}")
+      if "train/reverse_kl" in m:
+        shown["kl"] = f"{m['train/reverse_kl']:.3f}"
+      if "rollout/groups_mixed" in m:
+        shown["mixed"] = f"{m['rollout/groups_mixed']:.2f}"
+      if "train/explained_variance" in m:
+        shown["ev"] = f"{m['train/explained_variance']:.2f}"
+      bar.set_postfix(**shown, steps_s=f"{m['rollout/env_steps_per_s']:.0f}")
       bar.update(1)
     if (step + 1) % config.checkpoint.every == 0 or step + 1 == config.iterations:
       save(step + 1)
     if evaluator is not None and ((step + 1) % config.eval.every == 0
                                   or step + 1 == config.iterations):
-      res = evaluator(ts.params, videos=config.eval.videos)
-      eval_lib.write_report(res, os.path.join(workdir, "eval", f"step_{step + 1}"),
-                            f"{config.env.suite} after {step + 1} iterations")
-      writer.write(step + 1, eval_row(res, "eval"))
-      say = bar.write if bar is not None else print
-      say(f"eval @ {step + 1}: greedy success {100 * res['success']:.1f}% on "
-          f"{res['episodes_per_task']} states per task, per task "
-          f"{[round(100 * s) for s in res['per_task']]}")
+      evaluate_now(step + 1, ts.params)
   if bar is not None:
     bar.close()
   if config.checkpoint.get("average", 0) and start < config.iterations:
@@ -355,6 +204,8 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
 
 def teacher_name(config) -> str:
   t = config.teacher
+  if not objectives.OBJECTIVES[config.objective].needs_teacher:
+    return f"none ({config.objective} uses none)"
   return f"checkpoint {t.checkpoint}" if t.kind == "checkpoint" else f"scripted (sigma {t.sigma})"
 
 

@@ -8,15 +8,26 @@ import numpy as np
 import pytest
 
 from opd_jax import objectives
+from opd_jax.rollout import Batch
 
 
-def _batch(teacher_probs, tokens, mask=None, behaviour_logp=None):
+def _batch(teacher_probs, tokens, mask=None, behaviour_logp=None, **fields):
+  """A Batch whose leading axes are (policy steps, worlds); fields for the RL objectives."""
   t = jnp.log(jnp.asarray(teacher_probs, jnp.float32))
   tokens = jnp.asarray(tokens, jnp.int32)
   mask = jnp.ones(tokens.shape, jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
   if behaviour_logp is None:
     behaviour_logp = jnp.zeros(tokens.shape, jnp.float32)
-  return dict(tokens=tokens, mask=mask, teacher_logp=t, behaviour_logp=behaviour_logp)
+  steps = tokens.shape[:2]
+  base = dict(hist={}, tokens=tokens, mask=mask, behaviour_logp=jnp.asarray(behaviour_logp),
+              teacher_logp=t, step_mask=jnp.ones(steps), reward=jnp.zeros(steps),
+              done=jnp.zeros(steps), success=jnp.zeros(steps[1:]))
+  base.update({k: None if v is None else jnp.asarray(v, jnp.float32) for k, v in fields.items()})
+  return Batch(**base)
+
+
+def O(logits, value=None):  # noqa: E743  the student's outputs
+  return objectives.Outputs(logits, value)
 
 
 def _softmax(z):
@@ -35,7 +46,7 @@ def _logits():
 
 def test_reverse_kl_exact_value_and_gradient_by_hand():
   b = _batch(T.reshape(1, 1, 1, 3), [[[0]]])
-  loss, grad = jax.value_and_grad(lambda z: objectives.reverse_kl_exact(z, b)[0])(_logits())
+  loss, grad = jax.value_and_grad(lambda z: objectives.reverse_kl_exact(O(z), b)[0])(_logits())
   p = _softmax(Z)
   kl = np.sum(p * (np.log(p) - np.log(T)))
   # d/dz_j Σ p (log p − log t) = p_j (log p_j − log t_j − KL)
@@ -48,7 +59,7 @@ def test_reverse_kl_sampled_gradient_by_hand():
   a = 2
   p = _softmax(Z)
   b = _batch(T.reshape(1, 1, 1, 3), [[[a]]], behaviour_logp=np.log(p[a]).reshape(1, 1, 1))
-  loss, grad = jax.value_and_grad(lambda z: objectives.reverse_kl(z, b)[0])(_logits())
+  loss, grad = jax.value_and_grad(lambda z: objectives.reverse_kl(O(z), b)[0])(_logits())
   r = np.log(T[a]) - np.log(p[a])
   # loss = −ratio·r; ∇ratio at ratio 1 = ∇log p_a = onehot(a) − p
   expected = -(np.eye(3)[a] - p) * r
@@ -59,15 +70,15 @@ def test_reverse_kl_sampled_gradient_by_hand():
 def test_forward_kl_and_hard_ce_gradients_by_hand():
   b = _batch(T.reshape(1, 1, 1, 3), [[[1]]])
   p = _softmax(Z)
-  g_fkl = jax.grad(lambda z: objectives.forward_kl(z, b)[0])(_logits())
+  g_fkl = jax.grad(lambda z: objectives.forward_kl(O(z), b)[0])(_logits())
   np.testing.assert_allclose(np.asarray(g_fkl).ravel(), p - T, rtol=1e-4, atol=1e-6)
-  g_ce = jax.grad(lambda z: objectives.hard_ce(z, b)[0])(_logits())
+  g_ce = jax.grad(lambda z: objectives.hard_ce(O(z), b)[0])(_logits())
   np.testing.assert_allclose(np.asarray(g_ce).ravel(), p - np.eye(3)[0], rtol=1e-4, atol=1e-6)
 
 
 def test_temperature_divides_student_logits():
   b = _batch(T.reshape(1, 1, 1, 3), [[[0]]])
-  loss = objectives.reverse_kl_exact(_logits(), b, temperature=2.0)[0]
+  loss = objectives.reverse_kl_exact(O(_logits()), b, temperature=2.0)[0]
   p = _softmax(Z / 2.0)
   np.testing.assert_allclose(loss, np.sum(p * (np.log(p) - np.log(T))), rtol=1e-5)
 
@@ -79,16 +90,16 @@ def test_masked_tokens_have_no_effect():
   tokens = rng.integers(0, 5, size=(2, 2, 3))
   mask = np.ones((2, 2, 3))
   mask[1, 1] = 0.0
-  for name in objectives.OBJECTIVES:
+  for name in ("reverse_kl", "reverse_kl_exact", "forward_kl", "hard_ce"):
     fn = objectives.get(name)
     b = _batch(t, tokens, mask)
-    g = jax.grad(lambda zz: fn(zz, b)[0])(z)
+    g = jax.grad(lambda zz: fn(O(zz), b)[0])(z)
     assert np.all(np.asarray(g)[1, 1] == 0.0), name
     # Changing the teacher on masked tokens changes nothing.
     t2 = t.copy()
     t2[1, 1] = _softmax(rng.normal(size=(3, 5)))
-    l1 = fn(z, b)[0]
-    l2 = fn(z, _batch(t2, tokens, mask))[0]
+    l1 = fn(O(z), b)[0]
+    l2 = fn(O(z), _batch(t2, tokens, mask))[0]
     np.testing.assert_allclose(l1, l2, rtol=1e-6)
 
 
@@ -98,13 +109,13 @@ def test_sampled_estimator_mean_matches_exact_gradient():
   V, n = 8, 100_000
   z = jnp.asarray(rng.normal(size=(1, 1, 1, V)), jnp.float32)
   t = _softmax(rng.normal(size=V) * 2.0)
-  exact = jax.grad(lambda zz: objectives.reverse_kl_exact(zz, _batch(t.reshape(1, 1, 1, V), [[[0]]]))[0])(z)
+  exact = jax.grad(lambda zz: objectives.reverse_kl_exact(O(zz), _batch(t.reshape(1, 1, 1, V), [[[0]]]))[0])(z)
   p = jax.nn.softmax(z[0, 0, 0])
   a = jax.random.categorical(jax.random.PRNGKey(0), z[0, 0, 0], shape=(n,))
   zs = jnp.broadcast_to(z[0], (n, 1, 1, V))
   b = _batch(np.broadcast_to(t, (n, 1, 1, V)), a.reshape(n, 1, 1),
              behaviour_logp=jnp.log(p[a]).reshape(n, 1, 1))
-  sampled = jax.grad(lambda zz: objectives.reverse_kl(zz, b)[0])(zs).sum(0)
+  sampled = jax.grad(lambda zz: objectives.reverse_kl(O(zz), b)[0])(zs).sum(0)
   # The mean over n samples of per-sample gradients (loss is a token mean).
   np.testing.assert_allclose(np.asarray(sampled).ravel(), np.asarray(exact).ravel(), atol=4e-3)
   # And the estimate is not trivially zero.
@@ -119,8 +130,8 @@ def test_ppo_clip_stops_gradient_outside_trust_region():
   r = np.log(T[a]) - np.log(p[a])
   assert r > 0  # positive reward: clipping binds for ratio > 1 + eps
   fn = functools.partial(objectives.reverse_kl, clip_eps=0.2)
-  loss, m = fn(_logits(), b)
-  g = jax.grad(lambda z: fn(z, b)[0])(_logits())
+  loss, m = fn(O(_logits()), b)
+  g = jax.grad(lambda z: fn(O(z), b)[0])(_logits())
   np.testing.assert_allclose(loss, -1.2 * r, rtol=1e-5)
   assert float(m["clip_fraction"]) == 1.0
   np.testing.assert_allclose(np.asarray(g), 0.0, atol=1e-7)
@@ -129,7 +140,7 @@ def test_ppo_clip_stops_gradient_outside_trust_region():
 def test_metrics_entropy_and_agreement():
   z = jnp.log(jnp.asarray([[[[0.25, 0.25, 0.25, 0.25]], [[0.7, 0.1, 0.1, 0.1]]]], jnp.float32))
   t = np.array([[[[0.1, 0.6, 0.2, 0.1]], [[0.9, 0.05, 0.03, 0.02]]]])
-  _, m = objectives.reverse_kl_exact(z, _batch(t, [[[0], [0]]]))
+  _, m = objectives.reverse_kl_exact(O(z), _batch(t, [[[0], [0]]]))
   np.testing.assert_allclose(m["entropy"], (np.log(4) + -np.sum([.7, .1, .1, .1] * np.log([.7, .1, .1, .1]))) / 2,
                              rtol=1e-5)
   # Uniform student's argmax is bin 0 (≠ teacher's 1); second agrees (0 == 0).

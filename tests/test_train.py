@@ -13,7 +13,7 @@ import pytest
 import envs
 from configs import libero as libero_config
 from opd_jax import actions as act
-from opd_jax import checkpoint, models, parallel, teachers, train
+from opd_jax import build, checkpoint, models, parallel, teachers, train
 from opd_jax import evaluate as eval_lib
 from opd_jax import rollout as rollout_lib
 from opd_jax.logging import read_jsonl
@@ -77,12 +77,12 @@ def test_config_variants_build():
   # -1 / () fields come from the size; conv_channels sets the stem (and so the patch count).
   env = envs.make("libero_spatial", image_size=16, render=False)
   c = libero_config.get_config("spatial,runlocal")
-  assert train.model_config_from(c, env).conv_channels == models.ModelConfig(size="nano").conv_channels
+  assert build.model_config_from(c, env).conv_channels == models.ModelConfig(size="nano").conv_channels
   c.env.image_size = 64
   c.student.model.size = "tiny"
-  assert train.model_config_from(c, env).patches_per_camera == 16  # Octo's four convs: 64 / 16
+  assert build.model_config_from(c, env).patches_per_camera == 16  # Octo's four convs: 64 / 16
   c.student.model.conv_channels = (32, 96, 192)
-  assert train.model_config_from(c, env).patches_per_camera == 64
+  assert build.model_config_from(c, env).patches_per_camera == 64
 
 
 def _saved_policy(path, chunk, stats, law="torque", iterations=8):
@@ -100,7 +100,7 @@ def _saved_policy(path, chunk, stats, law="torque", iterations=8):
 
 def test_mismatched_teacher_is_a_clear_error_before_compiling(tmp_path):
   env = envs.make("libero_spatial", image_size=16, render=False)
-  stats = train.identity_stats(7)
+  stats = build.identity_stats(7)
   s_cfg = models.ModelConfig(size="nano", image_size=16, chunk=4)
   student = Policy.build(models.abstract_policy(s_cfg)[0], s_cfg, stats, env.instructions)
   _saved_policy(tmp_path / "k8", 8, stats)
@@ -135,7 +135,7 @@ def test_mismatched_teacher_is_a_clear_error_before_compiling(tmp_path):
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-  stats = train.identity_stats(7)
+  stats = build.identity_stats(7)
   _saved_policy(tmp_path / "c", 4, stats)
   with open(tmp_path / "c" / "1" / "meta" / "metadata", "w") as f:
     f.write("{not json")
@@ -309,7 +309,7 @@ def test_average_of_checkpoints(tmp_path, capsys):
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith("average: error:"), err
     assert re.search(match, err[0]), err[0]
 
-  stats = train.identity_stats(7)
+  stats = build.identity_stats(7)
   cfg = models.ModelConfig(size="nano", image_size=16, chunk=4)
   mgr = checkpoint.manager(str(tmp_path / "run" / "checkpoints"), max_to_keep=None)
   saved = []
