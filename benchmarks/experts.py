@@ -17,7 +17,7 @@ import _repo_root  # noqa: F401  (before `envs`: see the module)  isort: skip
 import envs  # noqa: E402,F401  (XLA flag before JAX starts)  isort: skip
 import numpy as np  # noqa: E402
 
-from envs.expert_eval import expert_success, task_state_grid  # noqa: E402
+from envs.expert_eval import ExpertRunner, expert_success, task_state_grid  # noqa: E402
 
 
 def main(argv=None):
@@ -38,6 +38,7 @@ def main(argv=None):
   rng = np.random.default_rng(args.seed)
   prefix = rng.integers(0, 61, tasks.shape) if args.random else None
   t0 = time.time()
+  runner = ExpertRunner(env)
   succ = np.zeros(tasks.shape)
   for i in range(0, len(tasks), args.batch):
     sl = slice(i, i + args.batch)
@@ -46,7 +47,7 @@ def main(argv=None):
     tk, ix = np.pad(tasks[sl], (0, pad)), np.pad(idx[sl], (0, pad))
     pr = None if prefix is None else np.pad(prefix[sl], (0, pad))
     succ[sl] = expert_success(env, tk, ix, pr, seed=args.seed + i,
-                               action_noise=args.noise)[:n]
+                               action_noise=args.noise, runner=runner)[:n]
     print(f"  {min(i + args.batch, len(tasks))}/{len(tasks)} worlds, {time.time() - t0:.0f} s",
           flush=True)
   per_task = succ.reshape(env.num_tasks, args.states).mean(1)

@@ -17,15 +17,22 @@ import numpy as np
 ARM = np.array([1.0] * 6 + [0.0], np.float32)  # noise on the 6 arm dims, never the gripper
 
 
-@functools.lru_cache(maxsize=None)
-def _runner(env, chunk: int, compiler_options: tuple = ()):
-  """(reset, advance): jitted, for any batch size (jax.jit caches one program per shape).
+class ExpertRunner:
+  """The jitted (reset, advance) programs of one suite's expert, for any batch size (jax.jit
+  keeps one program per shape): pass one to several ``expert_success`` calls to compile once.
 
   advance runs ``chunk`` control steps from step t. Each world draws its random prefix and
   noise from its own key folded with the step, so a world's draws do not depend on which
   other worlds share its batch (the loop below drops finished worlds).
   """
-  jit = functools.partial(jax.jit, compiler_options=dict(compiler_options) or None)
+
+  def __init__(self, env, chunk: int = 20, compiler_options: dict | None = None):
+    self.env, self.chunk = env, int(chunk)
+    self.reset, self.advance = _programs(env, self.chunk, compiler_options)
+
+
+def _programs(env, chunk: int, compiler_options: dict | None):
+  jit = functools.partial(jax.jit, compiler_options=compiler_options or None)
 
   @jit
   def reset(task_ids, indices):
@@ -71,7 +78,7 @@ def task_state_grid(num_tasks: int, states: int) -> tuple[np.ndarray, np.ndarray
 def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
                    max_random: int = 60, action_noise: float = 0.0,
                    compiler_options: dict | None = None, chunk: int = 20,
-                   shrink: bool = True) -> np.ndarray:
+                   shrink: bool = True, runner: ExpertRunner | None = None) -> np.ndarray:
   """Success [B] of the expert from ``reset_eval(task_ids, indices)``.
 
   random_steps: int [B] uniform random actions taken first (each <= max_random); the expert
@@ -84,6 +91,8 @@ def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
   chunk: control steps per compiled call. Between calls, the loop stops once every world has
   succeeded or run out of steps, and (shrink) gathers the worlds still running into a smaller
   batch (sizes from _buckets: one compile each). Neither changes a world's actions or draws.
+  runner: the compiled programs of an earlier call on this env (then chunk and
+  compiler_options are the runner's).
   """
   noise = np.broadcast_to(np.asarray(action_noise, np.float32), np.shape(task_ids))
   if not np.all(np.isfinite(noise) & (noise >= 0)):
@@ -94,7 +103,10 @@ def expert_success(env, task_ids, indices, random_steps=None, seed: int = 0,
   if int(np.max(n, initial=0)) > max_random:
     raise ValueError(f"random_steps up to {max_random}, got {int(np.max(n))}")
   b = int(task_ids.shape[0])
-  reset, advance = _runner(env, int(chunk), tuple(sorted((compiler_options or {}).items())))
+  runner = runner or ExpertRunner(env, chunk, compiler_options)
+  if runner.env is not env:
+    raise ValueError("runner was made for another env")
+  reset, advance, chunk = runner.reset, runner.advance, runner.chunk
   s = reset(task_ids, jnp.asarray(indices, jnp.int32))
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(b))
   succ = np.zeros(b, np.float32)

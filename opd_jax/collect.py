@@ -120,17 +120,21 @@ def make_block(env, block: int, action_noise: float):
   return jax.jit(run, donate_argnums=(0,))
 
 
-# Per process, keyed by what each closes over: the suite with its jitted reset/refill, the expert
-# block, the policy-driven block. Repeated collections (a DAgger loop, the tests) compile once;
-# the policy's parameters and beta are arguments, so a retrained checkpoint of the same
-# architecture reuses the compile.
-_CACHE: dict[tuple, Any] = {}
+class Collector:
+  """A suite with its compiled collection programs (batched reset, refill, expert and
+  policy blocks), reused by every ``collect(..., collector=c)`` on that suite: a DAgger
+  loop or a test compiles each program once. The policy's parameters and beta are
+  arguments, so a retrained checkpoint of the same architecture reuses its block."""
 
+  def __init__(self, suite: str, env_kwargs: dict):
+    self.key = (suite, json.dumps(env_kwargs, sort_keys=True))
+    self.env, self.reset, self.refill = _suite_fns(self.key)
+    self.blocks: dict[tuple, Any] = {}   # by what each block closes over
 
-def _cached(key: tuple, build):
-  if key not in _CACHE:
-    _CACHE[key] = build()
-  return _CACHE[key]
+  def block(self, key: tuple, build):
+    if key not in self.blocks:
+      self.blocks[key] = build()
+    return self.blocks[key]
 
 
 def _placed(args):
@@ -214,7 +218,8 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
             seed: int = 0, action_noise: float = 0.0, block: int = 10,
             max_attempts_factor: int = 3, tasks: list[int] | None = None, progress: bool = True,
             env_kwargs: dict | None = None, policy: str = "", beta: float = 0.0,
-            temperature: float = 0.0, keep: str = "success", handover: int = -1) -> dict:
+            temperature: float = 0.0, keep: str = "success", handover: int = -1,
+            collector: Collector | None = None) -> dict:
   """Collects and writes the file; returns per task id lists ``kept`` (written),
   ``succeeded`` (successful episodes, surplus ones included) and ``attempted``, and
   ``seconds``.
@@ -227,7 +232,8 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   ``policy`` (a checkpoint directory) lets a policy drive the worlds (module doc): with
   ``handover >= 0`` it drives the first 0..handover steps of each episode and the expert
   finishes (recorded), otherwise DAgger relabelling with ``beta``. The block is then the
-  policy's chunk. ``keep``: "success" or "all" episodes.
+  policy's chunk. ``keep``: "success" or "all" episodes. ``collector``: the suite's compiled
+  programs from an earlier call (made here when None).
   """
   if keep not in ("success", "all"):
     raise ValueError(f"config.keep must be 'success' or 'all', got {keep!r}")
@@ -240,8 +246,10 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   if batch < 1 or block < 1:
     raise ValueError(f"config.batch and config.block must be >= 1, got {batch}, {block}")
   env_kwargs = dict(env_kwargs or {}, image_size=image_size)
-  env_key = (suite, json.dumps(env_kwargs, sort_keys=True))
-  env, reset, refill = _cached(("suite",) + env_key, lambda: _suite_fns(env_key))
+  collector = collector or Collector(suite, env_kwargs)
+  if collector.key != (suite, json.dumps(env_kwargs, sort_keys=True)):
+    raise ValueError(f"collector was made for {collector.key}, not {suite} with {env_kwargs}")
+  env, reset, refill = collector.env, collector.reset, collector.refill
   tasks = list(range(env.num_tasks)) if tasks is None else list(tasks)
   bad = [t for t in tasks if not 0 <= t < env.num_tasks]
   if bad:
@@ -258,9 +266,9 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
       raise ValueError("config.action_noise and config.policy are exclusive")
     if handover >= 0 and beta > 0:
       raise ValueError("config.handover and config.beta are exclusive (two ways to mix in the expert)")
-    policy_run = _cached(
-        ("policy",) + env_key + (json.dumps(pcfg.to_dict(), default=str),
-                                 json.dumps(stats.to_dict()), float(temperature)),
+    policy_run = collector.block(
+        ("policy", json.dumps(pcfg.to_dict(), default=str), json.dumps(stats.to_dict()),
+         float(temperature)),
         lambda: make_policy_block(env, Policy.build(graphdef, pcfg, stats, env.instructions),
                                   temperature))
     run = lambda state, alive, key, handover: policy_run(  # noqa: E731
@@ -268,8 +276,8 @@ def collect(suite: str, demos_per_task: int, out: str, *, image_size: int = 64, 
   elif handover >= 0:
     raise ValueError("config.handover needs config.policy (the policy that drives before the expert)")
   else:
-    expert_run = _cached(("expert",) + env_key + (int(block), float(action_noise)),
-                         lambda: make_block(env, block, action_noise))
+    expert_run = collector.block(("expert", int(block), float(action_noise)),
+                                lambda: make_block(env, block, action_noise))
     run = lambda state, alive, key, handover: expert_run(*_placed((state, alive, key)))  # noqa: E731
 
   def handover_of(slot) -> int:

@@ -42,6 +42,7 @@ import numpy as np
 from flax import struct
 
 from opd_jax import actions as act
+from opd_jax.policy import History
 
 OBS_KEYS = ("agentview_rgb", "eye_in_hand_rgb", "ee_states", "gripper_states")
 CAMERAS = {"agentview": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
@@ -284,15 +285,11 @@ def build_arrays(demos: Demos, stats: act.ActionStats, history: int, chunk: int,
                 tokens=jnp.asarray(tokens, jnp.int32))
 
 
-def gather(arrays: Arrays, idx: jax.Array) -> tuple[dict, jax.Array]:
-  """Samples ``idx [B]`` -> (hist, tokens int32 [B, K, D]); ``hist`` as opd_jax.policy
-  expects: {camera: uint8 [B, T, H, W, 3], proprio [B, T, P], timestep_pad_mask [B, T],
-  task_id [B]}."""
+def gather(arrays: Arrays, idx: jax.Array) -> tuple[History, jax.Array]:
+  """Samples ``idx [B]`` -> (their observation histories, tokens int32 [B, K, D])."""
   rows = arrays.obs_index[idx]                       # [B, T]
-  hist = {c: im[rows] for c, im in arrays.images.items()}
-  hist["proprio"] = arrays.proprio[rows]
-  hist["timestep_pad_mask"] = arrays.pad[idx]
-  hist["task_id"] = arrays.task_id[idx]
+  hist = History({c: im[rows] for c, im in arrays.images.items()}, arrays.proprio[rows],
+                 arrays.pad[idx], arrays.task_id[idx])
   return hist, arrays.tokens[idx]
 
 

@@ -43,7 +43,8 @@ class Evaluator:
     state = jax.vmap(self.env.env.reset_eval)(tasks, index)
     r = rollout(self.env, self.policy, params, state, jax.random.PRNGKey(0), self.num_steps,
                 temperature=0.0, execute=self.execute)
-    frames = jnp.concatenate([r.hist[c][:, :, -1] for c in self.policy.cfg.cameras], axis=-2)
+    frames = jnp.concatenate([r.hist.images[c][:, :, -1] for c in self.policy.cfg.cameras],
+                             axis=-2)
     return r.success, r.length, frames  # frames [T, B, H, W * cams, 3]
 
   def __call__(self, params, videos: int = 0, progress: bool = False) -> dict[str, Any]:

@@ -6,9 +6,9 @@ record of static things (graphdef, config, statistics, tokenised
 instructions); parameters are passed explicitly so everything stays a pure
 function under ``jax.jit``.
 
-Observation history (``hist``), shapes for a batch of B worlds and window T:
-``{camera: uint8 [B, T, H, W, 3], "proprio": [B, T, P],
-"timestep_pad_mask": bool [B, T], "task_id": int32 [B]}``.
+The observation history (:class:`History`) is what a policy sees: the last T frames of
+the suite's cameras and proprioception, the padding of slots before the episode's start,
+and the task.
 """
 from __future__ import annotations
 
@@ -18,9 +18,24 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from opd_jax import actions as act
 from opd_jax import checkpoint, models
+
+
+@struct.dataclass
+class History:
+  """Observation history of B worlds over a window of T steps (oldest first)."""
+  images: dict           # camera -> uint8 [B, T, H, W, 3]
+  proprio: jax.Array     # float32 [B, T, P]
+  pad_mask: jax.Array    # bool [B, T]: False for slots before the episode's first frame
+  task_id: jax.Array     # int32 [B]
+
+  def window(self, t: int) -> "History":
+    """The last ``t`` steps."""
+    return History({c: v[:, -t:] for c, v in self.images.items()}, self.proprio[:, -t:],
+                   self.pad_mask[:, -t:], self.task_id)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -37,21 +52,23 @@ class Policy:
     ids, mask = models.tokenize(list(instructions), cfg.text_len, cfg.vocab_size)
     return cls(graphdef, cfg, stats, ids, mask)
 
-  def inputs(self, hist: dict) -> dict:
+  def inputs(self, hist: History) -> dict:
     """The model's observation dict from a (possibly longer) history window."""
-    t = self.cfg.history
-    obs = {cam: hist[cam][:, -t:] for cam in self.cfg.cameras}
-    obs["proprio"] = hist["proprio"][:, -t:]
-    obs["timestep_pad_mask"] = hist["timestep_pad_mask"][:, -t:]
+    h = hist.window(self.cfg.history)
+    obs = {cam: h.images[cam] for cam in self.cfg.cameras}
+    obs["proprio"] = h.proprio
+    obs["timestep_pad_mask"] = h.pad_mask
     return obs
 
-  def outputs(self, params, hist: dict, deterministic: bool = True) -> dict:
-    tid = hist["task_id"]
+  def outputs(self, params, hist: History, deterministic: bool = True,
+              dropout_key: jax.Array | None = None) -> dict:
+    """The model's outputs (models.OctoPolicy.__call__): "logits" [B, K, D, V], "value"."""
+    tid = hist.task_id
     return models.apply(self.graphdef, params, self.inputs(hist),
                         jnp.asarray(self.text_ids)[tid], jnp.asarray(self.text_mask)[tid],
-                        deterministic=deterministic)
+                        deterministic=deterministic, dropout_key=dropout_key)
 
-  def logits(self, params, hist: dict) -> jax.Array:
+  def logits(self, params, hist: History) -> jax.Array:
     """[B, K, D, V] action-token logits."""
     return self.outputs(params, hist)["logits"]
 
@@ -94,21 +111,19 @@ def check_obs_matches(cfg: models.ModelConfig, env, who: str, meta: dict | None 
                        f"its own")
 
 
-def init_history(obs: dict, length: int) -> dict:
-  """History window of ``length`` from the first observation of an episode:
-  the frame repeated, earlier slots marked as padding."""
-  hist = {k: jnp.repeat(v[:, None], length, axis=1) for k, v in obs.items() if k != "task_id"}
+def init_history(obs: dict, length: int) -> History:
+  """History window of ``length`` from the first observation of an episode (the suite's
+  observation dict): the frame repeated, earlier slots marked as padding."""
+  rep = lambda v: jnp.repeat(v[:, None], length, axis=1)  # noqa: E731
   b = obs["task_id"].shape[0]
-  hist["timestep_pad_mask"] = jnp.broadcast_to(jnp.arange(length) == length - 1, (b, length))
-  hist["task_id"] = obs["task_id"]
-  return hist
+  images = {k: rep(v) for k, v in obs.items() if k not in ("task_id", "proprio")}
+  pad = jnp.broadcast_to(jnp.arange(length) == length - 1, (b, length))
+  return History(images, rep(obs["proprio"]), pad, obs["task_id"])
 
 
-def push_history(hist: dict, obs: dict) -> dict:
-  """Appends ``obs`` (shifting the oldest frame out)."""
-  new = {k: jnp.concatenate([v[:, 1:], obs[k][:, None].astype(v.dtype)], axis=1)
-         for k, v in hist.items() if k not in ("task_id", "timestep_pad_mask")}
-  pad = hist["timestep_pad_mask"]
-  new["timestep_pad_mask"] = jnp.concatenate([pad[:, 1:], jnp.ones_like(pad[:, :1])], axis=1)
-  new["task_id"] = obs["task_id"]
-  return new
+def push_history(hist: History, obs: dict) -> History:
+  """Appends the observation ``obs`` (shifting the oldest frame out)."""
+  push = lambda v, new: jnp.concatenate([v[:, 1:], new[:, None].astype(v.dtype)], axis=1)  # noqa: E731
+  return History({k: push(v, obs[k]) for k, v in hist.images.items()},
+                 push(hist.proprio, obs["proprio"]),
+                 push(hist.pad_mask, jnp.ones_like(hist.pad_mask[:, 0])), obs["task_id"])

@@ -21,7 +21,7 @@ from flax import struct
 
 from opd_jax import actions as act
 from opd_jax import models
-from opd_jax.policy import Policy, init_history, push_history
+from opd_jax.policy import History, Policy, init_history, push_history
 
 
 @struct.dataclass
@@ -31,7 +31,7 @@ class Batch:
 
   Fields an objective does not need may be None (no teacher, no value head); the advantage
   fields are filled after the rollout by the objective's estimator (objectives.rl)."""
-  hist: dict                  # observation history: {camera: uint8 [T, B, H_T, H, W, 3], ...}
+  hist: History               # observation history, each field [T, B, ...] (images [T, B, H_T, H, W, 3])
   tokens: jax.Array           # int32 [T, B, K, D] the student's sampled tokens
   behaviour_logp: jax.Array   # [T, B, K, D] their log-probs when sampled (for PPO ratios)
   mask: jax.Array             # [T, B, K, D] 1 for tokens whose control step ran
@@ -69,7 +69,7 @@ class Rollout:
     return self.batch.success
 
   @property
-  def hist(self) -> dict:
+  def hist(self) -> History:
     return self.batch.hist
 
 

@@ -83,11 +83,8 @@ def random_shift(images: jax.Array, key: jax.Array, pad: int) -> jax.Array:
 
 def sft_loss(policy: Policy, params, hist, tokens, dropout_key=None):
   """Mean token cross-entropy; metrics: loss, accuracy (greedy token = label)."""
-  tid = hist["task_id"]
-  out = models.apply(policy.graphdef, params, policy.inputs(hist),
-                     jnp.asarray(policy.text_ids)[tid], jnp.asarray(policy.text_mask)[tid],
-                     deterministic=dropout_key is None, dropout_key=dropout_key)
-  logits = out["logits"]                                          # [B, K, D, V]
+  logits = policy.outputs(params, hist, deterministic=dropout_key is None,
+                          dropout_key=dropout_key)["logits"]                                          # [B, K, D, V]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
   acc = (jnp.argmax(logits, -1) == tokens).astype(jnp.float32)
   loss = ce.mean()
@@ -107,8 +104,10 @@ def make_train_step(config, policy: Policy, tx, mesh):
     k_idx, k_aug, k_drop = jax.random.split(key, 3)
     idx = parallel.shard_batch(jax.random.randint(k_idx, (batch,), 0, arrays.size), mesh)
     hist, tokens = data.gather(arrays, idx)
+    images = dict(hist.images)
     for i, c in enumerate(policy.cfg.cameras):
-      hist[c] = random_shift(hist[c], jax.random.fold_in(k_aug, i), config.sft.shift)
+      images[c] = random_shift(images[c], jax.random.fold_in(k_aug, i), config.sft.shift)
+    hist = hist.replace(images=images)
     hist, tokens = parallel.shard_batch((hist, tokens), mesh)
     ts, m = update(ts, hist, tokens, k_drop)
     m = {f"train/{k}": v for k, v in m.items()}

@@ -133,14 +133,14 @@ def test_build_arrays_and_gather(demo_file):
   arr = data.build_arrays(d, stats, history=2, chunk=8)
   last = int(d.ep_start[0] + d.ep_len[0] - 1)
   hist, tokens = data.gather(arr, np.array([0, last]))
-  assert hist["agentview"].shape == (2, 2, 16, 16, 3) and tokens.shape == (2, 8, 7)
-  assert hist["timestep_pad_mask"].tolist() == [[False, True], [True, True]]
-  np.testing.assert_array_equal(hist["wrist"][0, 0], d.images["wrist"][0])
-  np.testing.assert_array_equal(hist["proprio"][1, 0], d.proprio[last - 8])  # a chunk back
+  assert hist.images["agentview"].shape == (2, 2, 16, 16, 3) and tokens.shape == (2, 8, 7)
+  assert hist.pad_mask.tolist() == [[False, True], [True, True]]
+  np.testing.assert_array_equal(hist.images["wrist"][0, 0], d.images["wrist"][0])
+  np.testing.assert_array_equal(hist.proprio[1, 0], d.proprio[last - 8])  # a chunk back
   np.testing.assert_array_equal(tokens[0], act.encode(stats, d.actions[:8]))
   np.testing.assert_array_equal(tokens[1], np.repeat(act.encode(stats, d.actions[last:last + 1]),
                                                      8, axis=0))
-  assert int(hist["task_id"][0]) == int(d.ep_task[0])
+  assert int(hist.task_id[0]) == int(d.ep_task[0])
 
 
 def test_stats_json_round_trip(tmp_path, demo_file):

@@ -217,6 +217,8 @@ def test_policy_driven_collection(trained, tmp_path):
             policy=wd, env_kwargs=dict(max_episode_steps=16))
   modes = {"expert": {"handover": 0}, "relabel": {"beta": 0.0}, "handover": {"handover": 8}}
   paths = {m: str(tmp_path / f"{m}.hdf5") for m in modes}
+  kw["collector"] = col = collect.Collector("libero_spatial", dict(max_episode_steps=16,
+                                                                   image_size=SIZE))
   for mode, extra in modes.items():
     r = collect.collect("libero_spatial", 2, paths[mode], **kw, **extra)
     assert r["kept"][0] == 2, (mode, r)
@@ -242,9 +244,8 @@ def test_policy_driven_collection(trained, tmp_path):
   # relabelled data loads like any demo file
   assert data.load(paths["relabel"]).ep_len.tolist() == [16, 16]
   # the three modes ran one compiled policy block (and one refill)
-  blocks = [f._cache_size() for k, f in collect._CACHE.items() if k[0] == "policy"]
-  refills = [v[2]._cache_size() for k, v in collect._CACHE.items() if k[0] == "suite"]
-  assert blocks == [1] and refills == [1], (blocks, refills)
+  blocks = [f._cache_size() for k, f in col.blocks.items() if k[0] == "policy"]
+  assert blocks == [1] and col.refill._cache_size() == 1, (blocks, col.refill._cache_size())
   with pytest.raises(ValueError, match="beta"):
     collect.collect("libero_spatial", 1, str(tmp_path / "x.hdf5"), beta=1.5, **kw)
   with pytest.raises(ValueError, match="exclusive"):

@@ -5,7 +5,7 @@ import pytest
 
 from envs import experts
 from envs import predicates as P
-from envs.expert_eval import expert_success, task_state_grid
+from envs.expert_eval import ExpertRunner, expert_success, task_state_grid
 
 E = 6  # table, left pad, right pad, object a (3), support b (4), container c (5)
 
@@ -108,8 +108,9 @@ def test_expert_releases_in_object_once_it_rests_inside():
 def test_expert_solves_every_spatial_task(spatial_blind, run_bound):
   """Every task, several evaluation states each (the full 50 run in benchmarks/experts.py)."""
   n = 3
+  runner = ExpertRunner(spatial_blind, compiler_options=run_bound)   # one compile for both
   succ = expert_success(spatial_blind, *task_state_grid(spatial_blind.num_tasks, n),
-                        compiler_options=run_bound).reshape(-1, n)
+                        runner=runner).reshape(-1, n)
   per_task = succ.mean(1)
   assert per_task.min() >= 2 / 3, per_task
   assert succ.mean() >= 0.9, per_task
@@ -118,7 +119,7 @@ def test_expert_solves_every_spatial_task(spatial_blind, run_bound):
   # computed-torque law, 12% under the servo law), std 3 (near-random actions) on state 2.
   tasks, states = task_state_grid(spatial_blind.num_tasks, n)
   noise = np.where(states < 2, 0.1, 3.0)
-  succ = expert_success(spatial_blind, tasks, states, action_noise=noise, compiler_options=run_bound)
+  succ = expert_success(spatial_blind, tasks, states, action_noise=noise, runner=runner)
   assert succ[states < 2].mean() >= 0.8, succ.reshape(-1, n)
   assert succ[states == 2].mean() <= 0.2, succ.reshape(-1, n)
   with pytest.raises(ValueError, match="action_noise"):

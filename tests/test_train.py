@@ -277,7 +277,7 @@ def test_receding_horizon_rollout_and_eval(small_setup):
   np.testing.assert_array_equal(half.finished, [1, 1])
   assert half.mask[:4].min() == 1.0 and half.mask[4].max() == 0.0
   # each policy step sees a world its predecessor moved (re-observed mid-chunk)
-  ee = half.hist["proprio"][:4, :, -1, :3]
+  ee = half.hist.proprio[:4, :, -1, :3]
   assert np.abs(np.diff(ee, axis=0)).max(axis=(1, 2)).min() > 1e-4
   state = jax.eval_shape(benv.reset, keys, tasks)   # the refusals below come before any work
   with pytest.raises(ValueError, match="execute"):
