@@ -37,13 +37,16 @@ SHIPPED = {"object": ("pretrained/libero_object_1demo", "pretrained/libero_objec
 def model_config(size: str = "nano") -> ml_collections.ConfigDict:
   """Fields of opd_jax.models.ModelConfig (-1 or () = from size).
 
+  kind: "octo" (the token transformer) or "cnn_gaussian" (RPD's student: a small CNN on the
+  first camera, Gaussian actions, a value head; opd_jax/models/cnn.py).
+
   conv_channels: the image stem's stride-2 convs, e.g. ``(32, 96, 192)`` gives
   (64 / 8)^2 = 64 patch tokens per 64^2 camera, Octo's four-conv stem 16.
   """
   return ml_collections.ConfigDict(dict(
       size=size, num_layers=-1, width=-1, num_heads=-1, mlp_dim=-1,
       chunk=8, history=1, num_readouts=1, text_len=32, vocab_size=4096, dropout=0.0,
-      proprio_encoding="pose_rotvec", action_head_hidden=0, conv_channels=()))
+      proprio_encoding="pose_rotvec", action_head_hidden=0, conv_channels=(), kind="octo"))
 
 
 def get_config(arg: str = "object") -> ml_collections.ConfigDict:

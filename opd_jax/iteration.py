@@ -48,7 +48,8 @@ def make_rollout(config, benv, student: Policy, teacher, mesh, num_steps: int):
     r = rollout(benv, student, params, state, k_roll, num_steps,
                 temperature=config.rollout.temperature, teacher=teacher,
                 teacher_params=teacher_params, teacher_temperature=config.teacher.temperature,
-                dense_coef=rl.dense_coef if obj.advantage == "gae" else 0.0)
+                dense_coef=rl.dense_coef if obj.advantage == "gae" else 0.0,
+                teacher_scores=not obj.teacher_mean)
     batch, metrics = r.batch, episode_metrics(r)
     if obj.advantage == "group":
       adv, mixed = objectives.group_advantages(batch.success, group)
@@ -104,7 +105,7 @@ def make_update(config, student: Policy, tx, num_steps: int):
 
   def loss_fn(params, mb: Batch):
     out = jax.vmap(student.outputs, in_axes=(None, 0))(params, mb.hist)  # [T, B, ...]
-    return loss_obj(objectives.Outputs(out["logits"], out.get("value")), mb)
+    return loss_obj(objectives.Outputs.of(out), mb)
 
   step = guarded_update(loss_fn, tx)
 
@@ -164,6 +165,10 @@ def setup(config) -> Setup:
     student, params, origin = make_student(config, env, value_head=config.student.value_head)
     # an objective that reads no teacher does not pay for one
     teacher = teachers.make(config.teacher, env, student) if obj.needs_teacher else None
+    if student.continuous and not obj.continuous_ok:
+      raise cli.UsageError(
+          f"config.objective: {config.objective!r} compares action tokens, but the student is "
+          f"a Gaussian policy ({student.cfg.kind}); use grpo, ppo or rpd, or a token student")
     chunk = student.cfg.chunk
     if chunk > env.max_episode_steps:
       raise cli.UsageError(

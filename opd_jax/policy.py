@@ -72,9 +72,36 @@ class Policy:
     """[B, K, D, V] action-token logits."""
     return self.outputs(params, hist)["logits"]
 
-  def actions(self, tokens: jax.Array) -> jax.Array:
-    """int [B, K, D] tokens -> float32 [B, K, D] environment actions."""
-    return act.decode(self.stats, tokens)
+  @property
+  def continuous(self) -> bool:
+    """A Gaussian policy (acts with normalised real actions, not tokens)."""
+    return bool(self.cfg.gaussian_head)
+
+  def sample(self, out: dict, key: jax.Array, temperature) -> tuple[jax.Array, jax.Array]:
+    """What the policy draws from its outputs, and its log-prob per action dim [B, K, D].
+
+    Token policy: int32 tokens [B, K, D] from softmax(logits / temperature). Gaussian
+    policy: normalised actions [B, K, D] from N(mean, (std x temperature)^2), unclipped
+    (``actions`` clips them). Temperature 0 takes the mode."""
+    if self.continuous:
+      std = jnp.exp(out["log_std"]) * temperature
+      u = out["mean"] + std * jax.random.normal(key, out["mean"].shape)
+      return u, gaussian_log_prob(u, out["mean"], out["log_std"], temperature)
+    tokens = models.sample_tokens(out["logits"], key, temperature)
+    return tokens, models.token_log_probs(out["logits"], tokens, jnp.maximum(temperature, 1e-6))
+
+  def actions(self, drawn: jax.Array) -> jax.Array:
+    """What ``sample`` drew [B, K, D] -> float32 [B, K, D] environment actions."""
+    if self.continuous:
+      return act.unnormalize(self.stats, jnp.clip(drawn, -1.0, 1.0))
+    return act.decode(self.stats, drawn)
+
+
+def gaussian_log_prob(x, mean, log_std, temperature=1.0) -> jax.Array:
+  """log N(x; mean, (exp(log_std) x temperature)^2) per dim (temperature 0 treated as 1e-6)."""
+  log_t = jnp.log(jnp.maximum(jnp.asarray(temperature, jnp.float32), 1e-6))
+  z = (x - mean) / jnp.exp(log_std + log_t)
+  return -0.5 * jnp.square(z) - log_std - log_t - 0.5 * jnp.log(2 * jnp.pi)
 
 
 def check_obs_matches(cfg: models.ModelConfig, env, who: str, meta: dict | None = None) -> None:

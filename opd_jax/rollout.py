@@ -20,7 +20,6 @@ import jax.numpy as jnp
 from flax import struct
 
 from opd_jax import actions as act
-from opd_jax import models
 from opd_jax.policy import History, Policy, init_history, push_history
 
 
@@ -32,13 +31,15 @@ class Batch:
   Fields an objective does not need may be None (no teacher, no value head); the advantage
   fields are filled after the rollout by the objective's estimator (objectives.rl)."""
   hist: History               # observation history, each field [T, B, ...] (images [T, B, H_T, H, W, 3])
-  tokens: jax.Array           # int32 [T, B, K, D] the student's sampled tokens
-  behaviour_logp: jax.Array   # [T, B, K, D] their log-probs when sampled (for PPO ratios)
+  tokens: Any                 # int32 [T, B, K, D] the student's sampled tokens (None for a
+                              # Gaussian student, which fills ``actions``)
+  behaviour_logp: jax.Array   # [T, B, K, D] log-probs of what it drew (for PPO ratios)
   mask: jax.Array             # [T, B, K, D] 1 for tokens whose control step ran
   step_mask: jax.Array        # [T, B] 1 for policy steps taken while the episode ran
   reward: jax.Array           # [T, B] success (1 at the step it happens) + dense shaping
   done: jax.Array             # [T, B] 1 at the policy step the episode ended
   success: jax.Array          # [B] 1 if the episode succeeded
+  actions: Any = None         # [T, B, K, D] a Gaussian student's normalised, unclipped draws
   teacher_logp: Any = None    # [T, B, K, D, V] teacher log-probs over bins
   teacher_mean: Any = None    # [T, B, K, D] teacher's expected normalised action (RPD)
   value: Any = None           # [T, B] the student's value estimate when acting
@@ -90,7 +91,8 @@ def check_execute(execute: int | None, chunk: int) -> int:
 def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int, *,
             temperature: float = 1.0, teacher=None, teacher_params=None,
             teacher_temperature: float = 1.0, history: int | None = None,
-            execute: int | None = None, dense_coef: float = 0.0) -> Rollout:
+            execute: int | None = None, dense_coef: float = 0.0,
+            teacher_scores: bool = True) -> Rollout:
   """Runs ``num_steps`` policy steps from the batched ``state``.
 
   env: a batched suite with ``step_chunk`` (envs.core.BatchEnv, no auto-reset:
@@ -102,6 +104,8 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
   dense_coef: weight of the suite's dense shaping in ``reward``, as a potential difference
     (the mean of ``dense_reward`` over the chunk's steps minus the previous chunk's), so it
     rewards progress and sums to a bounded amount whatever the episode's length.
+  teacher_scores: record the teacher's log-probs over bins (the distillation objectives);
+    its expected action (``teacher_mean``) is recorded whenever there is a teacher.
   """
   k = student.cfg.chunk
   execute = check_execute(execute, k)
@@ -123,15 +127,14 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
   def body(carry, t):
     state, hist, alive, success, finished, length, msums, level = carry
     out = student.outputs(params, hist)
-    logits = out["logits"]
-    tokens = models.sample_tokens(logits, jax.random.fold_in(key, t), temperature)
-    blogp = models.token_log_probs(logits, tokens, jnp.maximum(temperature, 1e-6))
+    drawn, blogp = student.sample(out, jax.random.fold_in(key, t), temperature)
     t_logp = t_mean = None
     if teacher is not None:
       t_logits = jax.lax.stop_gradient(teacher.logits(teacher_params, state, hist))
-      t_logp = jax.nn.log_softmax(t_logits / teacher_temperature, -1)
+      if teacher_scores:
+        t_logp = jax.nn.log_softmax(t_logits / teacher_temperature, -1)
       t_mean = expected_action(t_logits)
-    nxt, executed = env.step_chunk(state, student.actions(tokens[:, :execute]))
+    nxt, executed = env.step_chunk(state, student.actions(drawn[:, :execute]))
     executed = executed * alive[:, None]                       # [B, execute]
     ended = alive * (nxt.done > 0)
     won = ended * nxt.info["success"]
@@ -147,10 +150,11 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
     if execute < k:   # the tail that never ran counts while the world was alive
       tail = jnp.broadcast_to(executed[:, -1:], (b, k - execute))
       executed = jnp.concatenate([executed, tail], axis=1)     # [B, K]
-    mask = jnp.broadcast_to(executed[:, :, None], tokens.shape).astype(jnp.float32)
-    rec = dict(hist=hist, tokens=tokens, behaviour_logp=blogp, teacher_logp=t_logp,
-               teacher_mean=t_mean, mask=mask, step_mask=alive, reward=reward, done=ended,
-               value=out.get("value"))
+    mask = jnp.broadcast_to(executed[:, :, None], drawn.shape).astype(jnp.float32)
+    tokens, actions = (None, drawn) if student.continuous else (drawn, None)
+    rec = dict(hist=hist, tokens=tokens, actions=actions, behaviour_logp=blogp,
+               teacher_logp=t_logp, teacher_mean=t_mean, mask=mask, step_mask=alive,
+               reward=reward, done=ended, value=out.get("value"))
     carry = (nxt, push_history(hist, nxt.obs), alive * (1.0 - ended), success, finished,
              length, msums, level)
     return carry, rec

@@ -62,7 +62,9 @@ def validate(config, overrides=()) -> None:
   need(obj.advantage != "group" or config.rollout.group >= 2, "rollout.group",
        f"objective {config.objective!r} compares the episodes of a group (GRPO): the group "
        f"must be >= 2 worlds, got {config.rollout.group}")
-  need(not obj.needs_value or config.student.value_head, "student.value_head",
+  has_value = (config.student.value_head
+               or (not config.student.init and config.student.model.kind == "cnn_gaussian"))
+  need(not obj.needs_value or has_value, "student.value_head",
        f"objective {config.objective!r} needs a value head on the student: add "
        f"--config.student.value_head=True (a checkpoint student gets a fresh one)")
   rl = config.rl

@@ -212,3 +212,63 @@ def test_merge_worlds_takes_each_field_from_the_planned_world():
   np.testing.assert_array_equal(m.advantage, [[0, 0, 1, 1]] * 3)
   np.testing.assert_array_equal(m.success, [0, 0, 1, 1])
   assert float(m.teacher_weight) == 0.5
+
+
+def test_gaussian_student_log_probs_are_joint_over_the_chunk():
+  from opd_jax.policy import gaussian_log_prob
+  mean, log_std = jnp.zeros((1, 1, 2, 1)), jnp.log(jnp.full((1, 1, 2, 1), 0.5))
+  x = jnp.asarray([0.5, -0.25]).reshape(1, 1, 2, 1)
+  out = objectives.Outputs(None, mean=mean, log_std=log_std)
+  b = _batch(np.zeros((1, 1, 2, 1))).replace(tokens=None, actions=x,
+                                              behaviour_logp=gaussian_log_prob(x, mean, log_std))
+  logp, blogp, w, m = objectives.action_log_probs(out, b, 1.0)
+  by_hand = sum(-0.5 * (v / 0.5) ** 2 - np.log(0.5) - 0.5 * np.log(2 * np.pi) for v in (0.5, -0.25))
+  np.testing.assert_allclose(logp, [[by_hand]], rtol=1e-5)
+  np.testing.assert_allclose(blogp, logp, rtol=1e-6)
+  assert w.shape == (1, 1)
+  np.testing.assert_allclose(m["entropy"], np.log(0.5) + 0.5 * np.log(2 * np.pi * np.e), rtol=1e-5)
+  # at temperature 2 the draws are judged under twice the std
+  np.testing.assert_allclose(objectives.action_log_probs(out, b, 2.0)[0],
+                             [[sum(-0.5 * (v / 1.0) ** 2 - np.log(1.0) - 0.5 * np.log(2 * np.pi)
+                                   for v in (0.5, -0.25))]], rtol=1e-5)
+
+
+def test_gaussian_ppo_and_rpd_learn_a_bandit():
+  """A one-dim Gaussian policy: reward for actions near 0.5 (PPO), or only the teacher's
+  mean at 0.5 (RPD); the mean moves there from 0."""
+  params = {"mean": jnp.zeros(()), "log_std": jnp.log(0.3) * jnp.ones(()), "v": jnp.zeros(())}
+  tx = optax.adam(0.05)
+
+  def run(name, rewarded):
+    fn = objectives.get(name)
+    n = 64
+
+    def loss_fn(p, b):
+      out = objectives.Outputs(None, jnp.broadcast_to(p["v"], (1, n)),
+                               jnp.broadcast_to(p["mean"], (1, n, 1, 1)),
+                               jnp.broadcast_to(p["log_std"], (1, n, 1, 1)))
+      return fn(out, b)
+
+    update = jax.jit(guarded_update(loss_fn, tx))
+
+    @jax.jit
+    def batch_of(p, key):
+      x = p["mean"] + jnp.exp(p["log_std"]) * jax.random.normal(key, (1, n, 1, 1))
+      from opd_jax.policy import gaussian_log_prob
+      blogp = gaussian_log_prob(x, p["mean"], p["log_std"])
+      r = (jnp.abs(x[0, :, 0, 0] - 0.5) < 0.2).astype(jnp.float32) * rewarded
+      v = jnp.broadcast_to(p["v"], (1, n))
+      a, ret = objectives.gae(r[None], v, jnp.ones((1, n)), jnp.ones((1, n)), gamma=0.99, lam=0.95)
+      return _batch(np.zeros((1, n, 1, 1))).replace(
+          tokens=None, actions=x, behaviour_logp=blogp, reward=r[None], value=v,
+          advantage=objectives.normalize(a, jnp.ones((1, n))), returns=ret,
+          teacher_mean=jnp.full((1, n, 1, 1), 0.5), teacher_weight=jnp.float32(1.0))
+
+    ts = TrainState(jnp.int32(0), params, tx.init(params), jnp.int32(0))
+    for i in range(60):
+      ts, _ = update(ts, batch_of(ts.params, jax.random.PRNGKey(i)))
+    return float(ts.params["mean"])
+
+  assert abs(run("ppo", 1.0) - 0.5) < 0.15
+  assert abs(run("rpd", 0.0) - 0.5) < 0.1
+  assert abs(run("ppo", 0.0)) < 0.2      # no reward, no teacher: nothing pulls it there

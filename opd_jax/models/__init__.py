@@ -16,17 +16,23 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from opd_jax.models.cnn import CNNGaussianPolicy
 from opd_jax.models.config import SIZES, ModelConfig
 from opd_jax.models.octo import OctoPolicy, attention_mask, full_mask, key_padding_mask
 from opd_jax.models.text import tokenize
 
-__all__ = ["SIZES", "ModelConfig", "OctoPolicy", "attention_mask", "full_mask",
+__all__ = ["SIZES", "ModelConfig", "OctoPolicy", "CNNGaussianPolicy", "attention_mask", "full_mask",
            "key_padding_mask", "tokenize", "make_policy", "init_params", "abstract_policy", "apply",
            "sample_tokens", "greedy_tokens", "token_log_probs", "sample", "greedy",
            "param_count"]
 
 
-def _split(model: OctoPolicy):
+def _module(cfg: ModelConfig, rngs: nnx.Rngs):
+  """The network ``cfg.kind`` names."""
+  return (CNNGaussianPolicy if cfg.kind == "cnn_gaussian" else OctoPolicy)(cfg, rngs=rngs)
+
+
+def _split(model: nnx.Module):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   if jax.tree.leaves(rest):
     raise RuntimeError(f"OctoPolicy holds non-parameter state, which would make apply impure: "
@@ -40,17 +46,17 @@ def make_policy(cfg: ModelConfig, seed: int = 0):
   For sharded initialisation use `abstract_policy` for the graphdef and shapes, and
   `jax.jit(functools.partial(init_params, cfg), out_shardings=...)(key)` for the values.
   """
-  return _split(OctoPolicy(cfg, rngs=nnx.Rngs(seed)))
+  return _split(_module(cfg, nnx.Rngs(seed)))
 
 
 def init_params(cfg: ModelConfig, key: jax.Array):
   """Pure initialiser (jit-able): PRNG key -> params nnx.State matching `abstract_policy`."""
-  return _split(OctoPolicy(cfg, rngs=nnx.Rngs(key)))[1]
+  return _split(_module(cfg, nnx.Rngs(key)))[1]
 
 
 def abstract_policy(cfg: ModelConfig):
   """(graphdef, params) with params as jax.ShapeDtypeStruct leaves; allocates nothing."""
-  return _split(nnx.eval_shape(lambda: OctoPolicy(cfg, rngs=nnx.Rngs(0))))
+  return _split(nnx.eval_shape(lambda: _module(cfg, nnx.Rngs(0))))
 
 
 def apply(graphdef, params, obs, text_ids, text_mask, deterministic: bool = True,

@@ -17,6 +17,7 @@ OCTO_STEM = (32, 96, 192, 384)
 STEMS = {"nano": (8, 16, 32, 64)}
 RESERVED_OBS_KEYS = ("proprio", "timestep_pad_mask")
 PROPRIO_ENCODINGS = ("raw", "pose_rotvec")
+MODEL_KINDS = ("octo", "cnn_gaussian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,10 @@ class ModelConfig:
   # place K x D sharp peaks over the bins from one W-wide vector; the decoder's nonlinearity
   # lets each token's peak move with a few features.
   action_head_hidden: int = 0
+  # "octo": the transformer above. "cnn_gaussian": RPD's student (models/cnn.py), a small CNN
+  # on the first camera with a Gaussian action head and a value head (it has no token head);
+  # it uses width, conv_channels, cameras[0], chunk and action_dim.
+  kind: str = "octo"
 
   def __post_init__(self):
     if self.size not in (*SIZES, "custom"):
@@ -73,12 +78,17 @@ class ModelConfig:
           object.__setattr__(self, n, v)
     if self.conv_channels is None:
       object.__setattr__(self, "conv_channels", STEMS.get(self.size, OCTO_STEM))
+    if self.kind == "cnn_gaussian":
+      object.__setattr__(self, "gaussian_head", True)
+      object.__setattr__(self, "value_head", True)
     object.__setattr__(self, "cameras", tuple(self.cameras))
     object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
     self.validate()
 
   def validate(self):
     """Raises ValueError naming the first bad field."""
+    if self.kind not in MODEL_KINDS:
+      raise ValueError(f"model.kind must be one of {MODEL_KINDS}; got {self.kind!r}")
     for n in ("num_layers", "width", "num_heads", "mlp_dim", "image_size", "proprio_dim",
               "action_dim", "chunk", "num_bins", "text_len", "num_readouts"):
       v = getattr(self, n)

@@ -14,7 +14,7 @@ from typing import Callable
 
 from opd_jax.objectives.common import Metrics, Outputs, gather, masked_mean, token_metrics
 from opd_jax.objectives.distill import forward_kl, hard_ce, reverse_kl, reverse_kl_exact
-from opd_jax.objectives.rl import (clipped_policy_loss, cosine_weight, gae, group_advantages,
+from opd_jax.objectives.rl import (action_log_probs, clipped_policy_loss, cosine_weight, gae, group_advantages,
                                    grpo, normalize, ppo, refill_plan, reverse_kl_grpo, rpd,
                                    teacher_mse)
 
@@ -25,7 +25,8 @@ class Objective:
   needs_teacher: bool
   needs_value: bool = False
   advantage: str = ""        # "" | "group" (GRPO, needs rollout.group >= 2) | "gae"
-  teacher_mean: bool = False  # reads the teacher's expected action (RPD)
+  teacher_mean: bool = False  # reads the teacher's expected action (RPD), not its log-probs
+  continuous_ok: bool = False  # works for a Gaussian student (no tokens needed)
 
 
 OBJECTIVES: dict[str, Objective] = {
@@ -33,10 +34,11 @@ OBJECTIVES: dict[str, Objective] = {
     "reverse_kl_exact": Objective(reverse_kl_exact, needs_teacher=True),
     "forward_kl": Objective(forward_kl, needs_teacher=True),
     "hard_ce": Objective(hard_ce, needs_teacher=True),
-    "grpo": Objective(grpo, needs_teacher=False, advantage="group"),
-    "ppo": Objective(ppo, needs_teacher=False, needs_value=True, advantage="gae"),
+    "grpo": Objective(grpo, needs_teacher=False, advantage="group", continuous_ok=True),
+    "ppo": Objective(ppo, needs_teacher=False, needs_value=True, advantage="gae",
+                     continuous_ok=True),
     "rpd": Objective(rpd, needs_teacher=True, needs_value=True, advantage="gae",
-                     teacher_mean=True),
+                     teacher_mean=True, continuous_ok=True),
     "reverse_kl+grpo": Objective(reverse_kl_grpo, needs_teacher=True, advantage="group"),
 }
 
@@ -52,5 +54,5 @@ def get(name: str, **hparams) -> Callable[[Outputs, object], tuple]:
 
 __all__ = ["OBJECTIVES", "Objective", "get", "Metrics", "Outputs", "gather", "masked_mean",
            "token_metrics", "reverse_kl", "reverse_kl_exact", "forward_kl", "hard_ce", "grpo",
-           "ppo", "rpd", "reverse_kl_grpo", "teacher_mse", "clipped_policy_loss",
+           "ppo", "rpd", "reverse_kl_grpo", "teacher_mse", "clipped_policy_loss", "action_log_probs",
            "group_advantages", "gae", "normalize", "cosine_weight", "refill_plan"]

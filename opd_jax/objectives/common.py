@@ -16,9 +16,17 @@ Metrics = dict[str, jax.Array]
 class Outputs:
   """The student's outputs on a minibatch, recomputed with the parameters being differentiated.
 
-  logits [N..., K, D, V]; value [N...] (None without a value head)."""
-  logits: jax.Array
+  logits [N..., K, D, V] (None for a Gaussian student); value [N...] (None without a value
+  head); a Gaussian student's mean and log_std [N..., K, D] (normalised action units)."""
+  logits: Any
   value: Any = None
+  mean: Any = None
+  log_std: Any = None
+
+  @classmethod
+  def of(cls, out: dict) -> "Outputs":
+    """From the model's output dict (models.OctoPolicy / CNNGaussianPolicy)."""
+    return cls(out.get("logits"), out.get("value"), out.get("mean"), out.get("log_std"))
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:

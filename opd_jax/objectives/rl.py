@@ -20,6 +20,7 @@ import numpy as np
 
 from opd_jax.objectives.common import Metrics, Outputs, gather, masked_mean, token_metrics
 from opd_jax.objectives.distill import reverse_kl_exact
+from opd_jax.policy import gaussian_log_prob
 from opd_jax.rollout import Batch, expected_action
 
 
@@ -98,22 +99,56 @@ def _per_token(x: jax.Array, like: jax.Array) -> jax.Array:
   return jnp.broadcast_to(x.reshape(x.shape + (1,) * (like.ndim - x.ndim)), like.shape)
 
 
-def clipped_policy_loss(logp: jax.Array, batch: Batch, *, clip_low: float, clip_high: float
+def action_log_probs(out: Outputs, batch: Batch, temperature: float
+                     ) -> tuple[jax.Array, jax.Array, jax.Array, Metrics]:
+  """(log-prob now, log-prob when drawn, weights, entropy metrics) of the student's draws.
+
+  A token student is judged token by token ([T, B, K, D], as SimpleVLA-RL trains a token
+  VLA); a Gaussian student by its whole chunk ([T, B], the joint log-density over the
+  K x D dims that ran, as PPO trains a continuous policy). Weights: the draws that ran,
+  times ``step_weight`` (dynamic sampling)."""
+  keep = 1.0 if batch.step_weight is None else batch.step_weight
+  if out.logits is not None:
+    logp = jax.nn.log_softmax(out.logits / temperature, -1)
+    w = batch.mask * (_per_token(keep, batch.mask) if batch.step_weight is not None else 1.0)
+    return gather(logp, batch.tokens), batch.behaviour_logp, w, token_metrics(logp, batch)
+  lp = gaussian_log_prob(batch.actions, out.mean, out.log_std, temperature)
+  joint = lambda x: jnp.sum(x * batch.mask, (-2, -1))  # noqa: E731
+  log_t = jnp.log(temperature)
+  entropy = masked_mean(out.log_std + log_t + 0.5 * jnp.log(2 * jnp.pi * jnp.e), batch.mask)
+  return (joint(lp), joint(batch.behaviour_logp), batch.step_mask * keep,
+          {"entropy": jax.lax.stop_gradient(entropy)})
+
+
+def clipped_policy_loss(logp: jax.Array, behaviour_logp: jax.Array, advantage: jax.Array,
+                        weight: jax.Array, *, clip_low: float, clip_high: float
                         ) -> tuple[jax.Array, Metrics]:
-  """Token-level PPO-clip with an asymmetric range; logp [T, B, K, D, V] (the student's, at
-  the sampling temperature). Tokens weigh by ``mask`` x ``step_weight``."""
-  tok_logp = gather(logp, batch.tokens)
-  ratio = jnp.exp(tok_logp - jax.lax.stop_gradient(batch.behaviour_logp))
-  adv = _per_token(jax.lax.stop_gradient(batch.advantage), ratio)
-  mask = batch.mask
-  if batch.step_weight is not None:
-    mask = mask * _per_token(batch.step_weight, mask)
+  """PPO-clip with an asymmetric range over draws of any shape (advantage [T, B] is
+  broadcast to it), weighted by ``weight``."""
+  ratio = jnp.exp(logp - jax.lax.stop_gradient(behaviour_logp))
+  adv = _per_token(jax.lax.stop_gradient(advantage), ratio)
   surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv)
   clipped = ((ratio < 1.0 - clip_low) & (adv < 0)) | ((ratio > 1.0 + clip_high) & (adv > 0))
-  metrics = {"clip_fraction": masked_mean(clipped.astype(jnp.float32), mask),
-             "ratio": masked_mean(jax.lax.stop_gradient(ratio), mask),
-             "policy_tokens": jnp.sum(mask)}
-  return -masked_mean(surrogate, mask), metrics
+  weight = jnp.broadcast_to(weight, ratio.shape)
+  metrics = {"clip_fraction": masked_mean(clipped.astype(jnp.float32), weight),
+             "ratio": masked_mean(jax.lax.stop_gradient(ratio), weight),
+             "policy_tokens": jnp.sum(weight)}
+  return -masked_mean(surrogate, weight), metrics
+
+
+def _policy_term(out: Outputs, batch: Batch, temperature: float, clip_low: float,
+                 clip_high: float, entropy_coef: float) -> tuple[jax.Array, Metrics]:
+  logp, blogp, w, m = action_log_probs(out, batch, temperature)
+  loss, mc = clipped_policy_loss(logp, blogp, batch.advantage, w, clip_low=clip_low,
+                                 clip_high=clip_high)
+  if entropy_coef:
+    if out.logits is not None:
+      lp = jax.nn.log_softmax(out.logits / temperature, -1)
+      ent = masked_mean(-jnp.sum(jnp.exp(lp) * lp, -1), batch.mask)
+    else:
+      ent = masked_mean(out.log_std, batch.mask)   # the entropy up to a constant
+    loss = loss - entropy_coef * ent
+  return loss, dict(m, **mc, **_advantage_metrics(batch))
 
 
 def _advantage_metrics(batch: Batch) -> Metrics:
@@ -129,12 +164,7 @@ def grpo(out: Outputs, batch: Batch, *, temperature: float = 1.0, clip_low: floa
   """GRPO with the sparse success reward: every token of an episode takes the episode's
   group-normalised advantage (``batch.advantage``, :func:`group_advantages`); groups
   dropped by dynamic sampling have ``step_weight`` 0. No KL term."""
-  logp = jax.nn.log_softmax(out.logits / temperature, -1)
-  loss, m = clipped_policy_loss(logp, batch, clip_low=clip_low, clip_high=clip_high)
-  m = dict(m, **token_metrics(logp, batch), **_advantage_metrics(batch))
-  if entropy_coef:
-    loss = loss - entropy_coef * masked_mean(-jnp.sum(jnp.exp(logp) * logp, -1), batch.mask)
-  return loss, m
+  return _policy_term(out, batch, temperature, clip_low, clip_high, entropy_coef)
 
 
 def ppo(out: Outputs, batch: Batch, *, temperature: float = 1.0, clip_low: float = 0.2,
@@ -144,25 +174,21 @@ def ppo(out: Outputs, batch: Batch, *, temperature: float = 1.0, clip_low: float
   over the steps that ran (``out.value`` from the value head on the readout embedding)."""
   if out.value is None:
     raise ValueError("objective 'ppo' needs the student's value head (config.student.value_head)")
-  logp = jax.nn.log_softmax(out.logits / temperature, -1)
-  pg, m = clipped_policy_loss(logp, batch, clip_low=clip_low, clip_high=clip_high)
+  pg, m = _policy_term(out, batch, temperature, clip_low, clip_high, entropy_coef)
   v_loss = 0.5 * masked_mean(jnp.square(out.value - batch.returns), batch.step_mask)
-  loss = pg + value_coef * v_loss
-  if entropy_coef:
-    loss = loss - entropy_coef * masked_mean(-jnp.sum(jnp.exp(logp) * logp, -1), batch.mask)
   resid = masked_mean(jnp.square(batch.returns - batch.value), batch.step_mask)
   ret_var = masked_mean(jnp.square(batch.returns - masked_mean(batch.returns, batch.step_mask)),
                         batch.step_mask)
-  m = dict(m, **token_metrics(logp, batch), **_advantage_metrics(batch), policy_loss=pg,
-           value_loss=v_loss, explained_variance=1.0 - resid / jnp.maximum(ret_var, 1e-8))
-  return loss, m
+  m = dict(m, policy_loss=pg, value_loss=v_loss,
+           explained_variance=1.0 - resid / jnp.maximum(ret_var, 1e-8))
+  return pg + value_coef * v_loss, m
 
 
 def teacher_mse(out: Outputs, batch: Batch, *, temperature: float = 1.0) -> jax.Array:
   """RPD's guidance term: ``mean ||mu_teacher(s) - mu_student(s)||^2`` over the chunk's
   action dims that ran, both means in normalised action units (a token policy's mean is
   the expectation over its bins)."""
-  mu = expected_action(out.logits / temperature)
+  mu = out.mean if out.logits is None else expected_action(out.logits / temperature)
   return masked_mean(jnp.square(mu - jax.lax.stop_gradient(batch.teacher_mean)), batch.mask)
 
 
