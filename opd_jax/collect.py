@@ -74,6 +74,8 @@ import jax.numpy as jnp
 import numpy as np
 from envs.control import CONTROL_MODES
 
+from opd_jax.rollout import run_episodes
+
 COLLECT_TAG = 0x636F6C6C  # folded into the seed: collection keys never equal eval keys
 
 
@@ -83,14 +85,13 @@ def collection_key(seed: int, task: int, attempt: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(k, task), attempt)
 
 
-def _step_and_record(env, s, alive, executed, expert, valid):
-  """One control step of one world that runs ``executed``; a world whose episode ended stays
-  frozen. Returns (next state, still alive, record of this step with the expert's action)."""
-  nxt = env.step(s, executed)
-  nxt = jax.tree.map(lambda n, o: jnp.where(alive, n, o), nxt, s)   # frozen once ended
-  rec = dict(agentview=s.obs["agentview"], wrist=s.obs["wrist"], proprio=s.obs["proprio"],
-             action=expert, reward=nxt.reward, done=nxt.done, valid=valid)
-  return nxt, alive & (nxt.done <= 0), rec
+def _record(ep, valid) -> dict:
+  """The per-control-step record of a block of the episode runner (chunk 1): the
+  observation each action was chosen in, the expert's clean action, reward, done, valid."""
+  rec = {c: v[:, :, -1] for c, v in ep.hist.images.items()}      # [S, B, H, W, 3]
+  rec.update(proprio=ep.hist.proprio[:, :, -1], action=ep.record["action"], reward=ep.reward,
+             done=ep.done, valid=valid)
+  return rec
 
 
 def make_block(env, block: int, action_noise: float):
@@ -100,22 +101,19 @@ def make_block(env, block: int, action_noise: float):
   [S, B], done [S, B], valid [S, B] (1 for steps taken while the episode was running).
   """
   noise_mask = jnp.asarray([1.0] * 6 + [0.0], jnp.float32)
+  benv = envs.core.BatchEnv(env)
 
-  def one_step(s, alive, key):
-    a = env.expert_action(s)
-    noisy = jnp.clip(a + action_noise * noise_mask * jax.random.normal(key, a.shape), -1.0, 1.0)
-    return _step_and_record(env, s, alive, noisy if action_noise > 0 else a, a, alive)
-
-  vstep = jax.vmap(one_step)
+  def expert(carry, hist, s, key, t):
+    del hist, t
+    a = jax.vmap(env.expert_action)(s)
+    run = a
+    if action_noise > 0:
+      run = jnp.clip(a + action_noise * noise_mask * jax.random.normal(key, a.shape), -1.0, 1.0)
+    return carry, run[:, None], dict(action=a)
 
   def run(state, alive, key):
-    def body(carry, k):
-      s, al = carry
-      keys = jax.random.split(k, al.shape[0])
-      s, al, rec = vstep(s, al, keys)
-      return (s, al), rec
-    (state, alive), rec = jax.lax.scan(body, (state, alive), jax.random.split(key, block))
-    return state, alive, rec
+    ep = run_episodes(benv, expert, state, key, block, chunk=1, alive=alive)
+    return ep.state, ep.alive > 0, _record(ep, ep.step_mask > 0)
 
   return jax.jit(run, donate_argnums=(0,))
 
@@ -167,30 +165,26 @@ def make_policy_block(env, policy, temperature: float):
   every step is recorded. Recorded actions are the expert's at the visited states.
   Same record as make_block.
   """
-  from opd_jax import models  # pylint: disable=import-outside-toplevel
   from opd_jax.policy import init_history  # pylint: disable=import-outside-toplevel
+  benv = envs.core.BatchEnv(env)
 
-  def one_step(s, alive, use_expert, handover, a_pol):
-    a = env.expert_action(s)
+  def mix(carry, hist, s, key, t):
+    del hist, key
+    chunk, use_expert, handover = carry
+    a = jax.vmap(env.expert_action)(s)
     handed = s.info["step"] >= handover
     expert_acts = jnp.where(handover >= 0, handed, use_expert)
-    return _step_and_record(env, s, alive, jnp.where(expert_acts, a, a_pol), a,
-                            alive & ((handover < 0) | handed))
-
-  vstep = jax.vmap(one_step)
+    run = jnp.where(expert_acts[:, None], a, chunk[:, t])
+    return carry, run[:, None], dict(action=a, recorded=(handover < 0) | handed)
 
   def run(state, alive, key, handover, beta, params):
     k_tok, k_mix = jax.random.split(key)
-    logits = policy.logits(params, init_history(state.obs, policy.cfg.history))
-    chunk = policy.actions(models.sample_tokens(logits, k_tok, temperature))   # [B, K, 7]
+    out = policy.outputs(params, init_history(state.obs, policy.cfg.history))
+    chunk = policy.actions(policy.sample(out, k_tok, temperature)[0])      # [B, K, 7]
     use_expert = jax.random.uniform(k_mix, alive.shape) < beta
-
-    def body(carry, a_pol):
-      s, al = carry
-      s, al, rec = vstep(s, al, use_expert, handover, a_pol)
-      return (s, al), rec
-    (state, alive), rec = jax.lax.scan(body, (state, alive), jnp.swapaxes(chunk, 0, 1))
-    return state, alive, rec
+    ep = run_episodes(benv, mix, state, key, policy.cfg.chunk, chunk=1, alive=alive,
+                      carry=(chunk, use_expert, handover))
+    return ep.state, ep.alive > 0, _record(ep, (ep.step_mask > 0) & ep.record["recorded"])
 
   return jax.jit(run, donate_argnums=(0,))
 

@@ -13,7 +13,7 @@ Shapes: T policy steps, B worlds, K chunk, D action dims, V bins.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -88,12 +88,83 @@ def check_execute(execute: int | None, chunk: int) -> int:
   return execute
 
 
+@struct.dataclass
+class Episodes:
+  """What :func:`run_episodes` returns: T actor steps of B worlds."""
+  hist: History          # what the actor saw at each step, fields [T, B, ...]
+  record: Any            # the actor's record of each step, [T, B, ...]
+  executed: jax.Array    # [T, B, K] 1 for control steps that ran (a receding horizon's
+                         # unrun tail counts while the world was alive)
+  step_mask: jax.Array   # [T, B] 1 for steps taken while the episode ran
+  reward: jax.Array      # [T, B] success (1 at the step it happens) + dense shaping
+  done: jax.Array        # [T, B] 1 at the step the episode ended
+  success: jax.Array     # [B]
+  finished: jax.Array    # [B]
+  length: jax.Array      # [B] control steps executed
+  alive: jax.Array       # [B] still running after the last step
+  state: Any             # the batched env state after the last step
+  env_metrics: dict      # per-world sums of the suite's metrics over executed control steps
+
+
+def run_episodes(env, actor: Callable, state, key: jax.Array, num_steps: int, *, chunk: int,
+                 history: int = 1, execute: int | None = None, alive=None, carry=None,
+                 dense_coef: float = 0.0) -> Episodes:
+  """The one episode runner: ``num_steps`` actor steps of ``chunk`` control steps each.
+
+  actor(carry, hist, env_state, key, t) -> (carry, env_actions [B, chunk, A], record): a
+  student, a teacher, the scripted expert or a mixture; it sees the observation history
+  and (privileged actors only) the env state; ``record`` is whatever it wants kept per step.
+  The first ``execute`` actions of each chunk run open-loop (images rendered once, after
+  them). alive [B]: worlds whose episode is running (default all); a world whose episode
+  ends stops counting (its later steps are masked) and its success and length are kept.
+  dense_coef: weight of the suite's dense shaping in ``reward``, as a potential difference
+  (the mean of ``dense_reward`` over the chunk's steps minus the previous chunk's), so it
+  rewards progress and sums to a bounded amount whatever the episode's length.
+  """
+  execute = check_execute(execute, chunk)
+  hist = init_history(state.obs, history)
+  b = state.done.shape[0]
+  zeros = jnp.zeros((b,), jnp.float32)
+  alive = jnp.ones((b,), jnp.float32) if alive is None else jnp.asarray(alive, jnp.float32)
+  metric_sums = {n: zeros for n in state.metrics}
+  has_dense = dense_coef and "dense_reward" in state.metrics
+
+  def body(c, t):
+    state, hist, alive, success, finished, length, msums, level, act_c = c
+    act_c, actions, record = actor(act_c, hist, state, jax.random.fold_in(key, t), t)
+    nxt, executed = env.step_chunk(state, actions[:, :execute])
+    executed = executed * alive[:, None]                       # [B, execute]
+    ended = alive * (nxt.done > 0)
+    won = ended * nxt.info["success"]
+    reward = won
+    if has_dense:
+      now = nxt.metrics["dense_reward"] / jnp.maximum(executed.sum(-1), 1.0)
+      reward = reward + alive * dense_coef * (now - level)
+      level = jnp.where(alive > 0, now, level)
+    length = length + executed.sum(-1)
+    msums = {n: msums[n] + alive * nxt.metrics[n] for n in msums}
+    if execute < chunk:   # the tail that never ran counts while the world was alive
+      tail = jnp.broadcast_to(executed[:, -1:], (b, chunk - execute))
+      executed = jnp.concatenate([executed, tail], axis=1)     # [B, K]
+    out = dict(hist=hist, record=record, executed=executed, step_mask=alive, reward=reward,
+               done=ended)
+    c = (nxt, push_history(hist, nxt.obs), alive * (1.0 - ended), jnp.maximum(success, won),
+         jnp.maximum(finished, ended), length, msums, level, act_c)
+    return c, out
+
+  init = (state, hist, alive, zeros, zeros, zeros, metric_sums, zeros, carry)
+  (state, _, alive, success, finished, length, msums, _, _), out = jax.lax.scan(
+      body, init, jnp.arange(num_steps))
+  return Episodes(success=success, finished=finished, length=length, alive=alive, state=state,
+                  env_metrics=msums, **out)
+
+
 def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int, *,
             temperature: float = 1.0, teacher=None, teacher_params=None,
             teacher_temperature: float = 1.0, history: int | None = None,
             execute: int | None = None, dense_coef: float = 0.0,
             teacher_scores: bool = True) -> Rollout:
-  """Runs ``num_steps`` policy steps from the batched ``state``.
+  """Episodes of the student from the batched ``state``, scored by the teacher.
 
   env: a batched suite with ``step_chunk`` (envs.core.BatchEnv, no auto-reset:
     an iteration is a batch of episodes). temperature 0 decodes greedily.
@@ -101,9 +172,7 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
     again (receding horizon; default all K). Tokens of the actions not run stay
     in the loss mask while the world is alive: they are still the student's
     samples on its own state, scored by the teacher on the same observation.
-  dense_coef: weight of the suite's dense shaping in ``reward``, as a potential difference
-    (the mean of ``dense_reward`` over the chunk's steps minus the previous chunk's), so it
-    rewards progress and sums to a bounded amount whatever the episode's length.
+  dense_coef: see :func:`run_episodes`.
   teacher_scores: record the teacher's log-probs over bins (the distillation objectives);
     its expected action (``teacher_mean``) is recorded whenever there is a teacher.
   """
@@ -117,53 +186,31 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
                      f"{execute} apart: run whole chunks")
   if history is None:
     history = max(student.cfg.history, getattr(teacher, "history", 1))
-  hist = init_history(state.obs, history)
-  b = state.done.shape[0]
-  zeros = jnp.zeros((b,), jnp.float32)
-  metric_sums = {n: zeros for n in state.metrics}
 
-  has_dense = dense_coef and "dense_reward" in state.metrics
-
-  def body(carry, t):
-    state, hist, alive, success, finished, length, msums, level = carry
+  def act(carry, hist, state, key, t):
+    del t
     out = student.outputs(params, hist)
-    drawn, blogp = student.sample(out, jax.random.fold_in(key, t), temperature)
-    t_logp = t_mean = None
+    drawn, blogp = student.sample(out, key, temperature)
+    rec = dict(drawn=drawn, behaviour_logp=blogp, value=out.get("value"), teacher_logp=None,
+               teacher_mean=None)
     if teacher is not None:
       t_logits = jax.lax.stop_gradient(teacher.logits(teacher_params, state, hist))
       if teacher_scores:
-        t_logp = jax.nn.log_softmax(t_logits / teacher_temperature, -1)
-      t_mean = expected_action(t_logits)
-    nxt, executed = env.step_chunk(state, student.actions(drawn[:, :execute]))
-    executed = executed * alive[:, None]                       # [B, execute]
-    ended = alive * (nxt.done > 0)
-    won = ended * nxt.info["success"]
-    reward = won
-    if has_dense:
-      now = nxt.metrics["dense_reward"] / jnp.maximum(executed.sum(-1), 1.0)
-      reward = reward + alive * dense_coef * (now - level)
-      level = jnp.where(alive > 0, now, level)
-    success = jnp.maximum(success, won)
-    finished = jnp.maximum(finished, ended)
-    length = length + executed.sum(-1)
-    msums = {n: msums[n] + alive * nxt.metrics[n] for n in msums}
-    if execute < k:   # the tail that never ran counts while the world was alive
-      tail = jnp.broadcast_to(executed[:, -1:], (b, k - execute))
-      executed = jnp.concatenate([executed, tail], axis=1)     # [B, K]
-    mask = jnp.broadcast_to(executed[:, :, None], drawn.shape).astype(jnp.float32)
-    tokens, actions = (None, drawn) if student.continuous else (drawn, None)
-    rec = dict(hist=hist, tokens=tokens, actions=actions, behaviour_logp=blogp,
-               teacher_logp=t_logp, teacher_mean=t_mean, mask=mask, step_mask=alive,
-               reward=reward, done=ended, value=out.get("value"))
-    carry = (nxt, push_history(hist, nxt.obs), alive * (1.0 - ended), success, finished,
-             length, msums, level)
-    return carry, rec
+        rec["teacher_logp"] = jax.nn.log_softmax(t_logits / teacher_temperature, -1)
+      rec["teacher_mean"] = expected_action(t_logits)
+    return carry, student.actions(drawn), rec
 
-  init = (state, hist, jnp.ones((b,), jnp.float32), zeros, zeros, zeros, metric_sums, zeros)
-  (state, _, _, success, finished, length, msums, _), rec = jax.lax.scan(
-      body, init, jnp.arange(num_steps))
-  return Rollout(batch=Batch(success=success, **rec), finished=finished, length=length,
-                 task_id=state.info["task_id"], env_metrics=msums)
+  ep = run_episodes(env, act, state, key, num_steps, chunk=k, history=history, execute=execute,
+                    dense_coef=dense_coef)
+  rec = dict(ep.record)
+  drawn = rec.pop("drawn")
+  mask = jnp.broadcast_to(ep.executed[..., None], drawn.shape).astype(jnp.float32)
+  tokens, actions = (None, drawn) if student.continuous else (drawn, None)
+  batch = Batch(hist=ep.hist, tokens=tokens, actions=actions, mask=mask,
+                step_mask=ep.step_mask, reward=ep.reward, done=ep.done, success=ep.success,
+                **rec)
+  return Rollout(batch=batch, finished=ep.finished, length=ep.length,
+                 task_id=ep.state.info["task_id"], env_metrics=ep.env_metrics)
 
 
 def episode_metrics(r: Rollout, prefix: str = "rollout/") -> dict[str, jax.Array]:
