@@ -65,9 +65,11 @@ def with_value_head(graphdef, params, cfg: models.ModelConfig, seed: int):
   return graphdef, fresh, cfg
 
 
-def make_student(config, env, *, value_head: bool = False):
+def make_student(config, env, *, value_head: bool = False, stats: act.ActionStats | None = None):
   """(Policy, params, where-from) from ``config.student.init`` or a fresh init of
-  ``config.student.model``; ``value_head`` adds one (fresh) where the policy has none."""
+  ``config.student.model``; ``value_head`` adds one (fresh) where the policy has none.
+  ``stats``: a fresh student's action statistics (default the identity; a student of a
+  checkpoint teacher takes the teacher's, so a token means the same action to both)."""
   if config.student.init:
     graphdef, params, cfg, stats, meta = checkpoint.load_policy(config.student.init)
     check_obs_matches(cfg, env, "student", meta)
@@ -80,6 +82,12 @@ def make_student(config, env, *, value_head: bool = False):
   if value_head:
     cfg = dataclasses.replace(cfg, value_head=True)
   graphdef, params = models.make_policy(cfg, seed=config.seed)
-  stats = identity_stats(env.action_size)
+  stats = identity_stats(env.action_size) if stats is None else stats
   return Policy.build(graphdef, cfg, stats, env.instructions), params, "init"
+
+
+def checkpoint_stats(path: str) -> act.ActionStats:
+  """The action statistics a checkpoint (or shipped policy) was trained with."""
+  meta = checkpoint.read_meta(path)[0]
+  return act.ActionStats.from_dict(meta["action_stats"])
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from opd_jax import cli, compiling, objectives, parallel, teachers
-from opd_jax.build import make_env, make_student
+from opd_jax.build import checkpoint_stats, make_env, make_student
 from opd_jax.policy import Policy
 from opd_jax.rollout import Batch, episode_metrics, rollout
 from opd_jax.train_state import TrainState, guarded_update, make_optimizer
@@ -162,7 +162,11 @@ def setup(config) -> Setup:
   with cli.usage_errors():
     env, env_kw = make_env(config)
     benv = envs.core.BatchEnv(env)
-    student, params, origin = make_student(config, env, value_head=config.student.value_head)
+    stats = None
+    if obj.needs_teacher and config.teacher.kind == "checkpoint" and not config.student.init:
+      stats = checkpoint_stats(config.teacher.checkpoint)   # the teacher's token meanings
+    student, params, origin = make_student(config, env, value_head=config.student.value_head,
+                                           stats=stats)
     # an objective that reads no teacher does not pay for one
     teacher = teachers.make(config.teacher, env, student) if obj.needs_teacher else None
     if student.continuous and not obj.continuous_ok:
