@@ -25,13 +25,15 @@ class Evaluator:
   """Compiles one greedy episode batch function per (suite, policy) and reuses it."""
 
   def __init__(self, env, policy, *, episodes_per_task: int, batch: int, num_steps: int | None = None,
-               execute: int | None = None, compiler_options: dict | None = None):
+               execute: int | None = None, compiler_options: dict | None = None,
+               tasks: tuple[int, ...] = ()):
     if episodes_per_task < 1:
       raise ValueError(f"config.eval.episodes_per_task must be >= 1, got {episodes_per_task}")
     if batch < 1:
       raise ValueError(f"config.eval.batch must be >= 1, got {batch}")
     self.env, self.policy = env, policy
     self.episodes = episodes_per_task
+    self.tasks = tuple(tasks) or tuple(range(env.num_tasks))   # the task ids evaluated
     self.batch = batch
     self.execute = check_execute(execute, policy.cfg.chunk)
     self.num_steps = num_steps or math.ceil(env.max_episode_steps / self.execute)
@@ -48,8 +50,8 @@ class Evaluator:
     return r.success, r.length, frames  # frames [T, B, H, W * cams, 3]
 
   def __call__(self, params, videos: int = 0, progress: bool = False) -> dict[str, Any]:
-    n_tasks = self.env.num_tasks
-    pairs = [(t, i) for t in range(n_tasks) for i in range(self.episodes)]
+    n_tasks = len(self.tasks)
+    pairs = [(t, i) for t in self.tasks for i in range(self.episodes)]
     succ = np.zeros(len(pairs))
     length = np.zeros(len(pairs))
     clips = []
@@ -82,7 +84,8 @@ class Evaluator:
     return dict(success=float(per_task.mean()), per_task=per_task.tolist(),
                 episode_length=float(length.mean()), episodes_per_task=self.episodes,
                 execute=self.execute,
-                instructions=list(self.env.instructions), clips=clips)
+                instructions=[self.env.instructions[t] for t in self.tasks],
+                task_ids=list(self.tasks), clips=clips)
 
 
 def write_report(result: dict, out_dir: str, title: str = "") -> str:
@@ -92,7 +95,8 @@ def write_report(result: dict, out_dir: str, title: str = "") -> str:
            f"Greedy, {result['episodes_per_task']} fixed initial states per task; "
            f"{result.get('execute', '?')} actions of each chunk run before re-planning.", "",
            "| task | instruction | success |", "|---|---|---|"]
-  for t, (s, ins) in enumerate(zip(result["per_task"], result["instructions"])):
+  ids = result.get("task_ids", range(len(result["per_task"])))
+  for t, s, ins in zip(ids, result["per_task"], result["instructions"]):
     lines.append(f"| {t} | {ins} | {100 * s:.0f}% |")
   lines.append(f"| **avg** | | **{100 * result['success']:.1f}%** |")
   md = "\n".join(lines) + "\n"

@@ -36,12 +36,14 @@ def make_rollout(config, benv, student: Policy, teacher, mesh, num_steps: int):
   group = config.rollout.group
   obj = objectives.OBJECTIVES[config.objective]
   rl = config.rl
+  train_tasks = tuple(config.env.tasks) or tuple(range(benv.num_tasks))
 
   def collect(iteration, round_, params, teacher_params):
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), iteration),
                              round_)
     k_task, k_init, k_roll = jax.random.split(key, 3)
-    tasks = jnp.repeat(jax.random.randint(k_task, (prompts,), 0, benv.num_tasks), group)
+    pool = jnp.asarray(train_tasks, jnp.int32)
+    tasks = jnp.repeat(pool[jax.random.randint(k_task, (prompts,), 0, len(train_tasks))], group)
     keys = jnp.repeat(jax.random.split(k_init, prompts), group, axis=0)
     tasks, keys = parallel.shard_batch((tasks, keys), mesh)
     state = benv.reset(keys, tasks)
@@ -69,13 +71,25 @@ def make_rollout(config, benv, student: Policy, teacher, mesh, num_steps: int):
   return collect
 
 
+def world_sharding(x, mesh):
+  """A batch field's sharding: its world axis on the mesh (1 for [T, B, ...], 0 for [B]),
+  scalars replicated."""
+  if x.ndim == 0:
+    return parallel.replicated(mesh)
+  return parallel.batch_sharding(mesh, axis=1 if x.ndim > 1 else 0)
+
+
 def shard_worlds(batch: Batch, mesh):
-  """Constrains every field's world axis onto the mesh (1 for [T, B, ...], 0 for [B])."""
-  def one(x):
-    if x.ndim == 0:
-      return x
-    return parallel.shard_batch(x, mesh, axis=1 if x.ndim > 1 else 0)
-  return jax.tree.map(one, batch)
+  """Constrains every field of the batch to :func:`world_sharding`."""
+  return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, world_sharding(x, mesh)),
+                      batch)
+
+
+def placed_like_worlds(shapes, mesh):
+  """Abstract batch fields carrying :func:`world_sharding` (a program compiled from them
+  takes the rollout's batch as it comes)."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                     sharding=world_sharding(x, mesh)), shapes)
 
 
 def merge_worlds(a: Batch, b: Batch, src):
@@ -162,6 +176,10 @@ def setup(config) -> Setup:
   with cli.usage_errors():
     env, env_kw = make_env(config)
     benv = envs.core.BatchEnv(env)
+    bad = [t for t in config.env.tasks if not 0 <= t < env.num_tasks]
+    if bad:
+      raise cli.UsageError(f"config.env.tasks: {bad} out of range: {config.env.suite} has tasks "
+                           f"0..{env.num_tasks - 1}")
     stats = None
     if obj.needs_teacher and config.teacher.kind == "checkpoint" and not config.student.init:
       stats = checkpoint_stats(config.teacher.checkpoint)   # the teacher's token meanings
@@ -206,10 +224,12 @@ def compile_iteration(su: Setup, ts: TrainState, teacher_params) -> None:
     return
   it = jnp.int32(0)
   progs = [("the rollout", su.rollout, (it, it, ts.params, teacher_params)),
-           ("the gradient step", su.update, lambda lowered: (ts, lowered[0].out_info[0], it))]
+           ("the gradient step", su.update,
+       lambda lowered: (ts, placed_like_worlds(lowered[0].out_info[0], su.mesh), it))]
   if su.refill_rounds:   # the batch's shapes come from the rollout's lowering
     progs.append(("the refill", su.merge, lambda lowered: (
-        lowered[0].out_info[0], lowered[0].out_info[0],
+        placed_like_worlds(lowered[0].out_info[0], su.mesh),
+        placed_like_worlds(lowered[0].out_info[0], su.mesh),
         jax.ShapeDtypeStruct(lowered[0].out_info[0].success.shape, jnp.int32))))
   compiled = compiling.compile_programs(progs)
   for name, prog in zip(("rollout", "update", "merge"), compiled):

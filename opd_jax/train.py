@@ -36,6 +36,8 @@ def validate(config, overrides=()) -> None:
   need(config.env.suite in envs.registered(), "env.suite",
        f"{config.env.suite!r} is not a registered suite {envs.registered()}")
   need(config.env.image_size >= 8, "env.image_size", f"must be >= 8, got {config.env.image_size}")
+  need(len(set(config.env.tasks)) == len(config.env.tasks), "env.tasks",
+       f"task ids must be distinct, got {tuple(config.env.tasks)}")
   need(config.env.control in CONTROL_MODES, "env.control",
        f"must be one of {CONTROL_MODES}, got {config.env.control!r}")
   need(config.objective in objectives.OBJECTIVES, "objective",
@@ -120,13 +122,15 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
   env_steps = float(old.get("env_steps_total", 0.0))
   if old:
     print(f"resuming from {workdir}/checkpoints/{start}")
-  t_params = jax.device_put(teacher.params, rep) if teacher.params is not None else None
+  t_params = None if teacher is None or teacher.params is None else jax.device_put(
+      teacher.params, rep)
 
   ev_key = (config.eval.episodes_per_task, config.eval.batch)
   if config.eval.every > 0 and ev_key not in su.evaluators:
     su.evaluators[ev_key] = eval_lib.Evaluator(
         su.benv, student, episodes_per_task=config.eval.episodes_per_task,
-        batch=config.eval.batch, num_steps=su.num_steps, compiler_options=compiler_options(config))
+        batch=config.eval.batch, num_steps=su.num_steps, compiler_options=compiler_options(config),
+        tasks=tuple(config.env.tasks))
   evaluator = su.evaluators.get(ev_key)
   writer = MetricWriter(workdir)
   n_dev = mesh.devices.size

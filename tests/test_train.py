@@ -219,8 +219,10 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, small_setup):
   evals = [r for r in rows if "eval/success" in r or "eval_average/success" in r]
   rows = [r for r in rows if r not in evals]
   assert [r["step"] for r in rows] == [1, 2]
+  # eval.at_start: the student as it starts is the curve's first point (step 0)
   assert [(r["step"], sorted(k for k in r if k.endswith("/success"))) for r in evals] == [
-      (2, ["eval/success"]), (2, ["eval_average/success"])]
+      (0, ["eval/success"]), (2, ["eval/success"]), (2, ["eval_average/success"])]
+  assert os.path.exists(tmp_path / "full" / "eval" / "step_0" / "results.md")
   assert os.path.exists(tmp_path / "full" / "average" / "eval" / "step_2" / "results.md")
   # the average is evaluated by the run's own compiled episodes (placed like its parameters)
   assert su.evaluators[(1, 10)].compiles == 1
@@ -275,7 +277,7 @@ def test_receding_horizon_rollout_and_eval(small_setup):
   # 8-step episodes: 4 policy steps of 2 actions, then one after the end
   np.testing.assert_array_equal(half.length, [8, 8])
   np.testing.assert_array_equal(half.finished, [1, 1])
-  assert half.mask[:4].min() == 1.0 and half.mask[4].max() == 0.0
+  assert half.batch.mask[:4].min() == 1.0 and half.batch.mask[4].max() == 0.0
   # each policy step sees a world its predecessor moved (re-observed mid-chunk)
   ee = half.hist.proprio[:4, :, -1, :3]
   assert np.abs(np.diff(ee, axis=0)).max(axis=(1, 2)).min() > 1e-4

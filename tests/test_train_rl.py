@@ -91,3 +91,10 @@ def test_a_checkpoint_student_gets_a_fresh_value_head():
   new = dict(jax.tree_util.tree_leaves_with_path(p2))
   for k, v in old.items():
     np.testing.assert_array_equal(new[k], v)
+
+
+def test_task_subset_is_checked(tmp_path):
+  with pytest.raises(cli.UsageError, match=r"config.env.tasks: \[12\] out of range"):
+    train.setup(small_config(tmp_path, **{"env.tasks": (1, 12)}))
+  with pytest.raises(cli.UsageError, match="config.env.tasks: task ids must be distinct"):
+    train.validate(small_config(tmp_path, **{"env.tasks": (1, 1)}))
