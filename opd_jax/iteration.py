@@ -51,7 +51,7 @@ def make_rollout(config, benv, student: Policy, teacher, mesh, num_steps: int):
                 temperature=config.rollout.temperature, teacher=teacher,
                 teacher_params=teacher_params, teacher_temperature=config.teacher.temperature,
                 dense_coef=rl.dense_coef if obj.advantage == "gae" else 0.0,
-                teacher_scores=not obj.teacher_mean)
+                teacher_logp=not obj.teacher_mean, teacher_mean=obj.teacher_mean)
     batch, metrics = r.batch, episode_metrics(r)
     if obj.advantage == "group":
       adv, mixed = objectives.group_advantages(batch.success, group)
@@ -71,12 +71,15 @@ def make_rollout(config, benv, student: Policy, teacher, mesh, num_steps: int):
   return collect
 
 
+def world_axis(x) -> int | None:
+  """A batch field's world axis: 1 for [T, B, ...], 0 for [B], None for a scalar."""
+  return None if x.ndim == 0 else 1 if x.ndim > 1 else 0
+
+
 def world_sharding(x, mesh):
-  """A batch field's sharding: its world axis on the mesh (1 for [T, B, ...], 0 for [B]),
-  scalars replicated."""
-  if x.ndim == 0:
-    return parallel.replicated(mesh)
-  return parallel.batch_sharding(mesh, axis=1 if x.ndim > 1 else 0)
+  """A batch field's sharding: its world axis on the mesh, scalars replicated."""
+  axis = world_axis(x)
+  return parallel.replicated(mesh) if axis is None else parallel.batch_sharding(mesh, axis)
 
 
 def shard_worlds(batch: Batch, mesh):
@@ -95,9 +98,9 @@ def placed_like_worlds(shapes, mesh):
 def merge_worlds(a: Batch, b: Batch, src):
   """The batch whose world j is world ``src[j]`` of concat(a, b) (dynamic sampling's refill)."""
   def one(x, y):
-    if x.ndim == 0:
+    axis = world_axis(x)
+    if axis is None:
       return x
-    axis = 1 if x.ndim > 1 else 0
     return jnp.take(jnp.concatenate([x, y], axis=axis), src, axis=axis)
   return jax.tree.map(one, a, b)
 
@@ -144,7 +147,7 @@ class Setup:
   num_steps: int
   mesh: Any
   tx: Any
-  rollout: Callable           # jitted collect(iteration, params, teacher_params)
+  rollout: Callable           # jitted collect(iteration, round, params, teacher_params)
   update: Callable            # jitted update(ts, batch, i)
   num_updates: int            # gradient steps per iteration: epochs x minibatches
   merge: Callable = None      # jitted merge_worlds for dynamic sampling's refill

@@ -30,7 +30,7 @@ class Batch:
 
   Fields an objective does not need may be None (no teacher, no value head); the advantage
   fields are filled after the rollout by the objective's estimator (objectives.rl)."""
-  hist: History               # observation history, each field [T, B, ...] (images [T, B, H_T, H, W, 3])
+  hist: History               # observation history, fields [T, B, ...] (images [T, B, H_T, H, W, 3])
   tokens: Any                 # int32 [T, B, K, D] the student's sampled tokens (None for a
                               # Gaussian student, which fills ``actions``)
   behaviour_logp: jax.Array   # [T, B, K, D] log-probs of what it drew (for PPO ratios)
@@ -47,7 +47,6 @@ class Batch:
   returns: Any = None         # [T, B] value targets (PPO)
   step_weight: Any = None     # [T, B] 0 for worlds dropped by dynamic sampling
   teacher_weight: Any = None  # [] the RPD term's weight this iteration
-
 
   def steps(self, start, size: int) -> "Batch":
     """Policy steps ``start:start + size`` (start may be traced) of the time-major fields."""
@@ -163,7 +162,7 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
             temperature: float = 1.0, teacher=None, teacher_params=None,
             teacher_temperature: float = 1.0, history: int | None = None,
             execute: int | None = None, dense_coef: float = 0.0,
-            teacher_scores: bool = True) -> Rollout:
+            teacher_logp: bool = True, teacher_mean: bool = False) -> Rollout:
   """Episodes of the student from the batched ``state``, scored by the teacher.
 
   env: a batched suite with ``step_chunk`` (envs.core.BatchEnv, no auto-reset:
@@ -173,8 +172,8 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
     in the loss mask while the world is alive: they are still the student's
     samples on its own state, scored by the teacher on the same observation.
   dense_coef: see :func:`run_episodes`.
-  teacher_scores: record the teacher's log-probs over bins (the distillation objectives);
-    its expected action (``teacher_mean``) is recorded whenever there is a teacher.
+  teacher_logp / teacher_mean: what of the teacher to record, its log-probs over bins (the
+    distillation objectives) and its expected action (RPD); each costs work at every step.
   """
   k = student.cfg.chunk
   execute = check_execute(execute, k)
@@ -193,11 +192,12 @@ def rollout(env, student: Policy, params, state, key: jax.Array, num_steps: int,
     drawn, blogp = student.sample(out, key, temperature)
     rec = dict(drawn=drawn, behaviour_logp=blogp, value=out.get("value"), teacher_logp=None,
                teacher_mean=None)
-    if teacher is not None:
+    if teacher is not None and (teacher_logp or teacher_mean):
       t_logits = jax.lax.stop_gradient(teacher.logits(teacher_params, state, hist))
-      if teacher_scores:
+      if teacher_logp:
         rec["teacher_logp"] = jax.nn.log_softmax(t_logits / teacher_temperature, -1)
-      rec["teacher_mean"] = expected_action(t_logits)
+      if teacher_mean:
+        rec["teacher_mean"] = expected_action(t_logits)
     return carry, student.actions(drawn), rec
 
   ep = run_episodes(env, act, state, key, num_steps, chunk=k, history=history, execute=execute,

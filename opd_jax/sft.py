@@ -84,7 +84,7 @@ def random_shift(images: jax.Array, key: jax.Array, pad: int) -> jax.Array:
 def sft_loss(policy: Policy, params, hist, tokens, dropout_key=None):
   """Mean token cross-entropy; metrics: loss, accuracy (greedy token = label)."""
   logits = policy.outputs(params, hist, deterministic=dropout_key is None,
-                          dropout_key=dropout_key)["logits"]                                          # [B, K, D, V]
+                          dropout_key=dropout_key)["logits"]           # [B, K, D, V]
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)
   acc = (jnp.argmax(logits, -1) == tokens).astype(jnp.float32)
   loss = ce.mean()

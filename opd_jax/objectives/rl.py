@@ -114,10 +114,18 @@ def action_log_probs(out: Outputs, batch: Batch, temperature: float
     return gather(logp, batch.tokens), batch.behaviour_logp, w, token_metrics(logp, batch)
   lp = gaussian_log_prob(batch.actions, out.mean, out.log_std, temperature)
   joint = lambda x: jnp.sum(x * batch.mask, (-2, -1))  # noqa: E731
-  log_t = jnp.log(temperature)
-  entropy = masked_mean(out.log_std + log_t + 0.5 * jnp.log(2 * jnp.pi * jnp.e), batch.mask)
-  return (joint(lp), joint(batch.behaviour_logp), batch.step_mask * keep,
-          {"entropy": jax.lax.stop_gradient(entropy)})
+  m = {"entropy": jax.lax.stop_gradient(entropy(out, batch, temperature))}
+  return joint(lp), joint(batch.behaviour_logp), batch.step_mask * keep, m
+
+
+def entropy(out: Outputs, batch: Batch, temperature: float) -> jax.Array:
+  """The student's entropy per action dim (nats) over the draws that ran, at the sampling
+  temperature: over the bins for a token student, the Gaussian's for a Gaussian one."""
+  if out.logits is not None:
+    lp = jax.nn.log_softmax(out.logits / temperature, -1)
+    return masked_mean(-jnp.sum(jnp.exp(lp) * lp, -1), batch.mask)
+  per_dim = out.log_std + jnp.log(temperature) + 0.5 * jnp.log(2 * jnp.pi * jnp.e)
+  return masked_mean(per_dim, batch.mask)
 
 
 def clipped_policy_loss(logp: jax.Array, behaviour_logp: jax.Array, advantage: jax.Array,
@@ -142,12 +150,7 @@ def _policy_term(out: Outputs, batch: Batch, temperature: float, clip_low: float
   loss, mc = clipped_policy_loss(logp, blogp, batch.advantage, w, clip_low=clip_low,
                                  clip_high=clip_high)
   if entropy_coef:
-    if out.logits is not None:
-      lp = jax.nn.log_softmax(out.logits / temperature, -1)
-      ent = masked_mean(-jnp.sum(jnp.exp(lp) * lp, -1), batch.mask)
-    else:
-      ent = masked_mean(out.log_std, batch.mask)   # the entropy up to a constant
-    loss = loss - entropy_coef * ent
+    loss = loss - entropy_coef * entropy(out, batch, temperature)
   return loss, dict(m, **mc, **_advantage_metrics(batch))
 
 
