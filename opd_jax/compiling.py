@@ -11,11 +11,14 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import os
 import sys
 import time
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
+
+from opd_jax import traced
 
 _HIT = "/jax/compilation_cache/cache_hits"
 _MISS = "/jax/compilation_cache/cache_misses"
@@ -54,11 +57,19 @@ def count_cache_events() -> Iterator[CacheEvents]:
 
 
 def compile_programs(named: Sequence[tuple[str, Callable, Any]], *,
-                     log: Callable[[str], None] | None = None) -> list[Any]:
+                     log: Callable[[str], None] | None = None,
+                     context: str | None = None,
+                     compiler_options: dict | None = None) -> list[Any]:
   """Lowers each ``(name, jitted, args)`` in order and compiles them concurrently (XLA
   compiles one program on one core; two programs use two). ``args`` may be a function of
   the programs lowered before it (``args(lowered_so_far)``), to take its argument shapes from
   their outputs without tracing them twice. Returns the compiled executables, in order.
+
+  ``compiler_options``: XLA options for every program (not given to ``jax.jit``: a jit nested
+  in a kept program may carry none). With the persistent cache on
+  and a ``context`` (:func:`opd_jax.traced.fingerprint` of
+  everything the programs close over), the traced programs are kept beside it too
+  (:mod:`opd_jax.traced`), so a later run neither traces nor compiles them.
 
   Prints one line before (what is compiled) and one after (how long, and whether the
   programs came from the persistent cache)."""
@@ -69,18 +80,23 @@ def compile_programs(named: Sequence[tuple[str, Callable, Any]], *,
   log(f"compiling {names} ..." + (f" (first run only: later runs load them from {cache})"
                                    if cache else " (compilation cache off)"))
   lowered = []
-  for _, fn, args in named:
-    lowered.append(fn.lower(*(args(lowered) if callable(args) else args)))
+  for name, fn, args in named:
+    args = args(lowered) if callable(args) else args
+    lowered.append(traced.lower(os.path.join(cache, "traced"), name, fn, args, context)
+                   if cache and context is not None else fn.lower(*args))
   t_lower = time.time() - t0
+  loaded = sum(isinstance(lo, traced.Lowered) and lo.from_disk for lo in lowered)
   with count_cache_events() as ev:
     if len(lowered) == 1:
-      out = [lowered[0].compile()]
+      out = [lowered[0].compile(compiler_options)]
     else:
       with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
-        out = list(pool.map(lambda lo: lo.compile(), lowered))
+        out = list(pool.map(lambda lo: lo.compile(compiler_options), lowered))
   dt = time.time() - t0
   how = (f"loaded from the compilation cache" if ev.hits and not ev.misses
          else f"{ev.hits} of {ev.hits + ev.misses} loaded from the cache" if ev.hits
          else "compiled")
-  log(f"{names}: {how} in {dt:.0f} s (tracing {t_lower:.0f} s)")
+  trace = (f"traced programs loaded in {t_lower:.0f} s" if loaded == len(lowered)
+           else f"tracing {t_lower:.0f} s")
+  log(f"{names}: {how} in {dt:.0f} s ({trace})")
   return out

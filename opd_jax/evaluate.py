@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from opd_jax import compiling
+from opd_jax import compiling, traced
 from opd_jax.rollout import check_execute, rollout
 
 
@@ -37,7 +37,8 @@ class Evaluator:
     self.batch = batch
     self.execute = check_execute(execute, policy.cfg.chunk)
     self.num_steps = num_steps or math.ceil(env.max_episode_steps / self.execute)
-    self._run = jax.jit(self._episodes, compiler_options=compiler_options)
+    self._compiler_options = compiler_options
+    self._run = jax.jit(self._episodes)
     self._compiled = None
     self.compiles = 0   # programs compiled (or loaded from the persistent cache): 1 when reused
 
@@ -66,7 +67,9 @@ class Evaluator:
       index = jnp.asarray([p[1] for p in padded], jnp.int32)
       if self._compiled is None:
         self._compiled, = compiling.compile_programs(
-            [("the evaluator", self._run, (params, tasks, index))])
+            [("the evaluator", self._run, (params, tasks, index))],
+            context=traced.fingerprint(self.env, self.policy, self.num_steps, self.execute),
+            compiler_options=self._compiler_options)
         self.compiles += 1
       s, ln, frames = self._compiled(params, tasks, index)
       succ[start:start + len(part)] = np.asarray(s)[:len(part)]

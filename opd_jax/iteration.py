@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from opd_jax import cli, compiling, objectives, parallel, teachers
+from opd_jax import cli, compiling, objectives, parallel, teachers, traced
 from opd_jax.build import checkpoint_stats, make_env, make_student
 from opd_jax.policy import Policy
 from opd_jax.rollout import Batch, episode_metrics, rollout
@@ -153,6 +153,7 @@ class Setup:
   merge: Callable = None      # jitted merge_worlds for dynamic sampling's refill
   group: int = 1
   refill_rounds: int = 0
+  compiler_options: dict | None = None
   programs: dict = dataclasses.field(default_factory=dict)    # compiled, by name
   evaluators: dict = dataclasses.field(default_factory=dict)  # by (episodes, batch)
 
@@ -209,16 +210,15 @@ def setup(config) -> Setup:
     update = make_update(config, student, tx, num_steps)
   rep = parallel.replicated(mesh)
   opts = compiler_options(config)
-  collect = jax.jit(make_rollout(config, benv, student, teacher, mesh, num_steps),
-                    compiler_options=opts)
+  collect = jax.jit(make_rollout(config, benv, student, teacher, mesh, num_steps))
   update = jax.jit(update, donate_argnums=(0,), in_shardings=(rep, None, rep),
-                   out_shardings=(rep, rep), compiler_options=opts)
-  merge = jax.jit(lambda a, b, src: shard_worlds(merge_worlds(a, b, src), mesh),
-                  compiler_options=opts)
+                   out_shardings=(rep, rep))
+  merge = jax.jit(lambda a, b, src: shard_worlds(merge_worlds(a, b, src), mesh))
   return Setup(setup_key(config), env, env_kw, benv, student, params, origin, teacher, num_steps,
                mesh, tx, collect, update, config.optim.epochs * config.optim.minibatches,
                merge=merge, group=config.rollout.group,
-               refill_rounds=config.rl.refill_rounds if obj.advantage == "group" else 0)
+               refill_rounds=config.rl.refill_rounds if obj.advantage == "group" else 0,
+               compiler_options=opts)
 
 
 def compile_iteration(su: Setup, ts: TrainState, teacher_params) -> None:
@@ -234,7 +234,9 @@ def compile_iteration(su: Setup, ts: TrainState, teacher_params) -> None:
         placed_like_worlds(lowered[0].out_info[0], su.mesh),
         placed_like_worlds(lowered[0].out_info[0], su.mesh),
         jax.ShapeDtypeStruct(lowered[0].out_info[0].success.shape, jnp.int32))))
-  compiled = compiling.compile_programs(progs)
+  compiled = compiling.compile_programs(
+      progs, context=traced.fingerprint(su.key, su.env, su.student, su.teacher),
+      compiler_options=su.compiler_options)
   for name, prog in zip(("rollout", "update", "merge"), compiled):
     su.programs[name] = prog
 

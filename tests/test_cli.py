@@ -1,5 +1,6 @@
 """The command line: bad input is one line and exit 2 before anything compiles; the README's
 commands parse; a second run loads its programs from the persistent compilation cache."""
+import json
 import os
 import re
 import shlex
@@ -111,7 +112,8 @@ def test_readme_commands_parse():
 @pytest.mark.ci_full
 def test_second_run_loads_its_programs_from_the_cache(tmp_path):
   """The runlocal job twice with one compilation cache: the first compiles its rollout and
-  gradient step, the second loads both (counted by JAX's cache events)."""
+  gradient step, the second loads both (counted by JAX's cache events) and their traced
+  form (opd_jax.traced), and its first iteration computes exactly what the first run's did."""
   cmd = [sys.executable, "-m", "opd_jax.train", "--config=configs/libero.py:object,runlocal",
          "--config.iterations=1", "--config.eval.every=0", f"--compile_cache={tmp_path / 'cache'}"]
   outs = []
@@ -122,6 +124,11 @@ def test_second_run_loads_its_programs_from_the_cache(tmp_path):
     outs.append(p.stderr)
   assert "the rollout, the gradient step: compiled in" in outs[0], outs[0][-2000:]
   assert "the rollout, the gradient step: loaded from the compilation cache" in outs[1], outs[1][-2000:]
+  assert "traced programs loaded" in outs[1] and "traced programs loaded" not in outs[0]
   assert os.listdir(tmp_path / "cache")
+  first, second = (json.loads((tmp_path / run / "metrics.jsonl").read_text().splitlines()[0])
+                   for run in ("first", "second"))
+  learned = [k for k in first if k.startswith("train/") or k == "rollout/success"]
+  assert learned and {k: first[k] for k in learned} == {k: second[k] for k in learned}
   for err in outs:   # startup noise is silenced
     assert "Failed to import warp" not in err and "cpu_aot_loader" not in err
