@@ -272,3 +272,38 @@ def test_gaussian_ppo_and_rpd_learn_a_bandit():
   assert abs(run("ppo", 1.0) - 0.5) < 0.15
   assert abs(run("rpd", 0.0) - 0.5) < 0.1
   assert abs(run("ppo", 0.0)) < 0.2      # no reward, no teacher: nothing pulls it there
+
+
+def test_collect_batch_replaces_groups_without_signal_by_a_refill():
+  """The trainer's refill loop (iteration.collect_batch) with a rollout program that returns
+  a batch whose group 0 carries no signal, then a refill whose group 0 does: the merged batch
+  takes the refill's group in its place and the metrics count one round, one group."""
+  import dataclasses as dc   # pylint: disable=import-outside-toplevel
+  from flax import struct   # pylint: disable=import-outside-toplevel
+  from opd_jax import iteration   # pylint: disable=import-outside-toplevel
+
+  @struct.dataclass
+  class Part:
+    step_weight: jax.Array   # [T, B]
+    x: jax.Array             # [T, B]
+
+  rounds = {0: Part(jnp.array([[0., 0., 1., 1.]] * 3), jnp.array([[0., 1., 2., 3.]] * 3)),
+            1: Part(jnp.array([[1., 1., 0., 0.]] * 3), jnp.array([[10., 11., 12., 13.]] * 3))}
+  calls = []
+
+  def rollout(iteration_, round_, params, teacher_params):
+    calls.append(int(round_))
+    return rounds[int(round_)], {"rollout/success": jnp.float32(0.5)}
+
+  fields = {f.name: None for f in dc.fields(iteration.Setup) if f.default is dc.MISSING
+            and f.default_factory is dc.MISSING}
+  su = iteration.Setup(**fields)
+  su.group, su.refill_rounds = 2, 3
+  su.programs = {"rollout": rollout, "merge": jax.jit(
+      lambda a, b, src: iteration.merge_worlds(a, b, src))}
+  batch, m = iteration.collect_batch(su, None, None, 7)
+  np.testing.assert_array_equal(batch.x[0], [10., 11., 2., 3.])
+  np.testing.assert_array_equal(batch.step_weight[0], [1., 1., 1., 1.])
+  assert calls == [0, 1]     # every group carries signal after one round: no second refill
+  assert m["rollout/refill_rounds"] == 1 and m["rollout/groups_refilled"] == 1
+  assert float(m["rollout/groups_kept"]) == 1.0
