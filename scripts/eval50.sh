@@ -1,0 +1,21 @@
+#!/bin/bash
+# Greedy success of the libero_object policies on all 50 evaluation states per task (500
+# episodes each), then one table with 95% intervals. Skips a policy already evaluated
+# (runs/eval50/NAME/results.json); a missing run is reported and left out.
+#   scripts/eval50.sh [NAME=CHECKPOINT ...]   (default: the shipped pair and the runs below)
+cd "$(dirname "$0")/.." && . .venv/bin/activate
+rows=("$@")
+[ ${#rows[@]} -eq 0 ] && rows=(teacher=pretrained/libero_object_teacher
+  one_demo=pretrained/libero_object_1demo opd=runs/opd_object grpo_teacher=runs/grpo_object_teacher)
+done_rows=()
+for row in "${rows[@]}"; do
+  name=${row%%=*}; ckpt=${row#*=}
+  out=runs/eval50/$name
+  if [ ! -e "$ckpt" ]; then echo "skip $name: $ckpt not found"; continue; fi
+  if [ ! -f "$out/results.json" ]; then
+    nice -n 5 python -m opd_jax.evaluate --config.checkpoint="$ckpt" --config.episodes=50 \
+      --config.videos=0 --config.out="$out" > "runs/eval50_$name.log" 2>&1 || { echo "$name failed: runs/eval50_$name.log"; continue; }
+  fi
+  done_rows+=("$name=$out")
+done
+python benchmarks/table.py "${done_rows[@]}" --title "libero_object, greedy, 50 evaluation states per task" --plot docs/eval50.png
