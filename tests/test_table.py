@@ -30,3 +30,36 @@ def test_table_and_plot_from_results(tmp_path):
   assert "| a | 100 | 50 | **75.0%**" in md and "| b | 0 | 25 | **12.5%**" in md
   table.main([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--plot", str(tmp_path / "p.png")])
   assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_learning_experiments_flags_load_and_validate(monkeypatch):
+  """Every run of benchmarks/learning.py: its command line loads as a train config and passes
+  validation (nothing runs)."""
+  import learning   # pylint: disable=import-outside-toplevel
+  from opd_jax import cli, train   # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(learning.REPO)
+  n = 0
+  for exp, e in learning.EXPERIMENTS.items():
+    for run in e.runs:
+      argv = learning.command(exp, run, 0, 10, 5)[3:]
+      inv = cli.parse("train", ["train"] + argv, config_file="configs/libero.py")
+      train.validate(inv.config)
+      assert inv.config.workdir.endswith(f"{exp}/{run}_s0")
+      n += 1
+  assert n >= 12
+
+
+def test_learning_report_from_a_run(tmp_path, monkeypatch):
+  import learning   # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(learning, "REPO", str(tmp_path))
+  wd = tmp_path / learning.workdir("groups", "G2", 0)
+  os.makedirs(wd)
+  rows = [dict(step=i, **{"rollout/control_steps": 100.0, "rollout/success": 0.1 * i,
+                          "train/entropy": 2.0 - 0.1 * i, "time/iteration_s": 3.0})
+          for i in range(1, 7)] + [dict(step=5, **{"eval/success": 0.4})]
+  (wd / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+  os.makedirs(tmp_path / "docs")
+  os.symlink(os.path.join(os.path.dirname(learning.__file__)), tmp_path / "benchmarks")
+  md = learning.report("groups", [0])
+  assert "| G2 | 0 | 6 | 600 | 5: 40 | 1.70 -> 1.60 | 3.0 |" in md, md
+  assert (tmp_path / "docs" / "learning_groups.png").exists()
