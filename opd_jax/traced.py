@@ -153,17 +153,17 @@ def lower(directory: str, name: str, fn, args: tuple, context: str) -> Lowered |
       entry = None
   from_disk = entry is not None
   if entry is None:
-    lo = fn.lower(*args)   # traces once; the export below reuses the traced jaxpr
-    donated = tuple(i for i, a in enumerate(jax.tree.leaves(lo.args_info)) if a.donated)
-    out_tree = jax.tree.structure(lo.out_info)
-    out_info = [(s.shape, s.dtype) for s in jax.tree.leaves(lo.out_info)]
+    tr = fn.trace(*args)   # traces once; the export below reuses the traced jaxpr
+    donated = tuple(i for i, a in enumerate(jax.tree.leaves(tr.args_info)) if a.donated)
+    out_tree = jax.tree.structure(tr.out_info)
+    out_info = [(s.shape, s.dtype) for s in jax.tree.leaves(tr.out_info)]
 
     def flat(*xs):
       return jax.tree.leaves(fn(*jax.tree.unflatten(in_tree, xs)))
     try:
       exp = export.export(jax.jit(flat))(*specs)
     except Exception:  # pylint: disable=broad-except  # e.g. host callbacks: not exportable
-      return lo
+      return tr.lower()
     entry = dict(exported=exp.serialize(), out_tree=out_tree, out_info=out_info,
                  donated=donated)
     os.makedirs(directory, exist_ok=True)
