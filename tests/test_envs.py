@@ -217,7 +217,10 @@ def test_step_chunk_matches_single_steps_and_stops_at_done(spatial, batch_fns):
   np.testing.assert_allclose(chunk.data.qpos, s.data.qpos, atol=1e-5)
   # The chunk's metrics are sums over its steps.
   np.testing.assert_allclose(chunk.metrics["dense_reward"], dense, rtol=1e-4, atol=1e-6)
-  np.testing.assert_array_equal(chunk.obs["agentview"], s.obs["agentview"])
+  # The same image, up to float rounding of the pose (qpos agrees to 1e-5, not bit for bit,
+  # between two compiled programs): one intensity level on at most 0.1% of the pixels.
+  diff = np.abs(np.asarray(chunk.obs["agentview"], int) - np.asarray(s.obs["agentview"], int))
+  assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
   assert executed.tolist() == [[1, 1, 1], [1, 1, 1]]
   # A world one step from its time limit executes one step of the chunk and stops there.
   last = s0.replace(info=dict(s0.info, step=jnp.array([spatial.max_episode_steps - 1, 0])))
