@@ -31,6 +31,9 @@ from jax import export
 _PACKAGES = ("opd_jax", "envs")
 _VERSIONED = ("jax", "jaxlib", "mujoco", "mujoco-mjx", "flax", "optax")
 FORMAT = 1
+# JAX settings that change what a trace produces
+_TRACE_FLAGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_default_prng_impl",
+                "jax_numpy_rank_promotion", "jax_threefry_partitionable")
 
 
 def fingerprint(*objs, max_depth: int = 6) -> str:
@@ -105,7 +108,8 @@ def _key(name: str, context: str, in_tree, specs) -> str:
   h = hashlib.sha256()
   for part in (_environment(), context, name, str(in_tree),
                str([(s.shape, str(s.dtype), s.weak_type, str(s.sharding)) for s in specs]),
-               str([(d.platform, d.device_kind, d.id) for d in jax.devices()])):
+               str([(d.platform, d.device_kind, d.id) for d in jax.devices()]),
+               str([getattr(jax.config, f) for f in _TRACE_FLAGS])):
     h.update(part.encode())
     h.update(b"\0")
   return h.hexdigest()[:32]
