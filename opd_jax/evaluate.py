@@ -125,6 +125,7 @@ def default_config():
       batch=25,          # worlds rolled together
       videos=3,          # GIFs written
       execute=0,         # actions of each chunk run before re-planning (0: the whole chunk)
+      tasks="",          # comma-separated task ids ("" = every task), e.g. held-out tasks
       out=""))           # default: CHECKPOINT/eval
 
 
@@ -139,6 +140,16 @@ def validate(config, overrides=()) -> None:
       raise cli.UsageError(f"config.{field}: must be >= 1, got {config[field]}")
   if config.videos < 0 or config.execute < 0:
     raise cli.UsageError("config.videos and config.execute must be >= 0")
+  parse_tasks(config.tasks)
+
+
+def parse_tasks(text: str) -> tuple[int, ...]:
+  from opd_jax import cli  # pylint: disable=import-outside-toplevel
+  try:
+    return tuple(int(t) for t in str(text).split(",") if t.strip())
+  except ValueError:
+    raise cli.UsageError(f"config.tasks: comma-separated task ids, e.g. 5,6,7, got "
+                         f"{text!r}") from None
 
 
 def main(inv) -> dict:
@@ -159,8 +170,13 @@ def main(inv) -> dict:
     env = BatchEnv(envs.make(suite, **env_kw))
     check_obs_matches(cfg, env.env, "evaluated", meta)
     policy = Policy.build(graphdef, cfg, stats, env.instructions)
+    tasks = parse_tasks(c.tasks)
+    bad = [t for t in tasks if not 0 <= t < env.num_tasks]
+    if bad:
+      raise cli.UsageError(f"config.tasks: {bad} out of range: {suite} has tasks "
+                           f"0..{env.num_tasks - 1}")
     ev = Evaluator(env, policy, episodes_per_task=c.episodes, batch=c.batch,
-                   execute=c.execute or None)
+                   execute=c.execute or None, tasks=tasks)
   result = ev(params, videos=c.videos, progress=True)
   physics = f"control {env_kw['control']}, {env_kw['solver_iterations']} solver iterations, as trained"
   print(write_report(result, out, f"{suite}: {c.checkpoint} ({physics})"))
