@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
     "chex==0.1.92",
+    "flatbuffers>=24.3",   # jax.export serialization: compiled-program cache (opd_jax/traced.py)
     "ml_collections>=1.0",
     "absl-py>=1.0",
     "numpy>=1.26",

@@ -166,10 +166,10 @@ def lower(directory: str, name: str, fn, args: tuple, context: str) -> Lowered |
       return jax.tree.leaves(fn(*jax.tree.unflatten(in_tree, xs)))
     try:
       exp = export.export(jax.jit(flat))(*specs)
-    except Exception:  # pylint: disable=broad-except  # e.g. host callbacks: not exportable
+      serialized = exp.serialize()
+    except Exception:  # pylint: disable=broad-except  # host callbacks; no flatbuffers module
       return tr.lower()
-    entry = dict(exported=exp.serialize(), out_tree=out_tree, out_info=out_info,
-                 donated=donated)
+    entry = dict(exported=serialized, out_tree=out_tree, out_info=out_info, donated=donated)
     os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:
