@@ -228,12 +228,14 @@ def compile_iteration(su: Setup, ts: TrainState, teacher_params) -> None:
   it = jnp.int32(0)
   progs = [("the rollout", su.rollout, (it, it, ts.params, teacher_params)),
            ("the gradient step", su.update,
-       lambda lowered: (ts, placed_like_worlds(lowered[0].out_info[0], su.mesh), it))]
+            lambda lowered: (ts, placed_like_worlds(lowered[0].out_info[0], su.mesh), it),
+            compiling.NO_PHYSICS)]
   if su.refill_rounds:   # the batch's shapes come from the rollout's lowering
     progs.append(("the refill", su.merge, lambda lowered: (
         placed_like_worlds(lowered[0].out_info[0], su.mesh),
         placed_like_worlds(lowered[0].out_info[0], su.mesh),
-        jax.ShapeDtypeStruct(lowered[0].out_info[0].success.shape, jnp.int32))))
+        jax.ShapeDtypeStruct(lowered[0].out_info[0].success.shape, jnp.int32)),
+        compiling.NO_PHYSICS))
   compiled = compiling.compile_programs(
       progs, context=traced.fingerprint(su.key, su.env, su.student, su.teacher),
       compiler_options=su.compiler_options)

@@ -263,7 +263,8 @@ def run(config, *, progress: bool = True) -> TrainState:
         f"params), batch {config.sft.batch} x {mesh.devices.size} device(s), {config.sft.steps} "
         f"steps, shift {config.sft.shift}px; workdir {workdir}")
   if start < config.sft.steps:
-    step_fn, = compiling.compile_programs([("the SFT step", step_fn, (ts, arrays))])
+    step_fn, = compiling.compile_programs([("the SFT step", step_fn, (ts, arrays),
+                                            compiling.NO_PHYSICS)])
 
   def save(step):
     checkpoint.save(mgr, step, ts.params, dict(meta, nonfinite_updates=int(ts.nonfinite_updates)),
