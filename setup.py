@@ -37,6 +37,6 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "dev": ["pytest>=7", "pytest-xdist>=3", "matplotlib>=3.7"],
-        "torch": ["torch==2.13.0"],
+        "torch": ["torch==2.13.0", "psutil>=5"],
     },
 )
