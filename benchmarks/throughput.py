@@ -397,6 +397,7 @@ class Bench:
               size=size, worlds=b, jax=jax_sps, jax_compile_s=compile_s, jax_rss=str(rss_j),
               jax_cache=how, torch_variant=name, torch=t_sps, torch_warmup_s=warm_s,
               torch_rss=str(rss_t), policy_steps=su.num_steps, grad_steps=su.num_updates,
+              jax_s_per_it=secs / a.iterations, torch_s_per_it=t_secs / a.iterations,
               flops_per_iteration=it_flops, jax_flops_pct=100 * jax_its * it_flops / peak,
               torch_flops_pct=100 * it_flops / (t_secs / a.iterations) / peak,
               torch_split={k: ms[-1][k] for k in ("policy_s", "env_s", "update_s")}))

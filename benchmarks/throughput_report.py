@@ -97,15 +97,19 @@ def report(results: dict, args, mm: dict, peak: float, total_s: float, versions:
         + ", ".join(f"{k}: {v / 1e9:.1f}" for k, v in mm.items()) + f") · {total_s:.0f} s\n")
   heads = {"env": ("env steps/s with pixels (both cameras every step)", "env steps/s"),
            "inference": ("student + teacher inference (one policy step)", "obs/s"),
-           "opd": ("full OPD iteration", "env steps/s")}
+           "opd": ("full OPD iteration (env steps differ: episodes end at success)",
+                   "env steps/s")}
   for fig, rows in results.items():
     if not rows:
       continue
     title, unit = heads[fig]
     flops = fig != "env"
     print(f"### {title}\n")
+    per_it = fig == "opd"   # same work per iteration (B worlds x policy steps): compare time
     cols = ["size", "worlds", f"JAX {unit}", "JAX compile s", "PyTorch", f"PyTorch {unit}",
-            "torch warm-up s", "JAX / PyTorch", "peak RSS MB JAX", "peak RSS MB PyTorch"]
+            "torch warm-up s"] + (["JAX s / iteration", "PyTorch s / iteration"] if per_it else [])
+    cols += ["JAX / PyTorch" + (" (iterations/s)" if per_it else ""), "peak RSS MB JAX",
+             "peak RSS MB PyTorch"]
     if flops:
       cols += ["model GFLOP / " + ("obs" if fig == "inference" else "iteration"),
                "% of peak JAX", "% of peak PyTorch"]
@@ -114,8 +118,13 @@ def report(results: dict, args, mm: dict, peak: float, total_s: float, versions:
     for r in rows:
       cells = [r["size"], r["worlds"], f"{r['jax']:.1f}",
                f"{r['jax_compile_s']:.0f}" + (f" ({r['jax_cache']})" if "jax_cache" in r else ""),
-               r["torch_variant"], f"{r['torch']:.1f}", f"{r['torch_warmup_s']:.1f}",
-               f"{r['jax'] / r['torch']:.2f}", r["jax_rss"], r["torch_rss"]]
+               r["torch_variant"], f"{r['torch']:.1f}", f"{r['torch_warmup_s']:.1f}"]
+      if per_it:
+        cells += [f"{r['jax_s_per_it']:.1f}", f"{r['torch_s_per_it']:.1f}",
+                  f"{r['torch_s_per_it'] / r['jax_s_per_it']:.2f}"]
+      else:
+        cells += [f"{r['jax'] / r['torch']:.2f}"]
+      cells += [r["jax_rss"], r["torch_rss"]]
       if flops:
         g = r.get("flops_per_step", r.get("flops_per_iteration", 0)) / 1e9
         cells += [f"{g:.3g}", f"{r['jax_flops_pct']:.1f}", f"{r['torch_flops_pct']:.1f}"]
