@@ -21,12 +21,13 @@ import numpy as np
 from mujoco import mjx
 from mujoco.mjx._src import forward as mjx_forward
 
-from envs import control, experts, predicates, scene
+from envs import control, experts, physics_c, predicates, scene
 from envs.core import State
 
 # the control module's names, where __init__'s `control` argument shadows the module
 CONTROL_MODES, N_ARM = control.CONTROL_MODES, control.N_ARM
 SANE_BOX = 10.0  # m: a body farther out along any axis means the physics blew up
+PHYSICS_BACKENDS = ("mjx", "c")
 PARK_X = 2.5  # objects a task does not use wait here, behind the agentview camera
 
 
@@ -99,6 +100,8 @@ class TabletopSuite:
     torque on motors: straight Cartesian motion; the default) or "servo" (position actuators,
     the law of checkpoints made before 2026-12); see ``envs.control``.
   solver_iterations: MuJoCo Newton iterations per physics step (None: the suite's own).
+  physics: "mjx" (the default) or "c": MuJoCo's C engine, called from the jitted step through
+    ``jax.pure_callback`` (``envs.physics_c``; for CPU hosts: faster to compile and to run).
   """
 
   action_size = 7
@@ -107,7 +110,7 @@ class TabletopSuite:
   def __init__(self, spec: SuiteSpec, image_size: int = 64, render: bool = True,
                substeps: int = 5, eval_seed: int = 0, max_episode_steps: int | None = None,
                depth: bool = False, segmentation: bool = False, control: str = "torque",
-               solver_iterations: int | None = None):
+               solver_iterations: int | None = None, physics: str = "mjx"):
     """``depth`` / ``segmentation``: also observe ``{camera}_depth`` (float32 [H, W], metres
     along the ray, 1e4 where nothing is hit) and ``{camera}_segmentation`` (int32 [H, W], MuJoCo
     geom id, -1 where nothing is hit) for both cameras."""
@@ -120,7 +123,10 @@ class TabletopSuite:
       raise ValueError(f"solver_iterations must be an int >= 1, got {solver_iterations!r}")
     if control not in CONTROL_MODES:
       raise ValueError(f"control must be one of {CONTROL_MODES}, got {control!r}")
+    if physics not in PHYSICS_BACKENDS:
+      raise ValueError(f"physics must be one of {PHYSICS_BACKENDS}, got {physics!r}")
     self.control = control
+    self.physics = physics
     self.spec = spec
     self.name = spec.name
     self.image_size = image_size
@@ -143,6 +149,9 @@ class TabletopSuite:
     self.mj_model = mujoco.MjModel.from_xml_string(xml)
     self.mjx_model = mjx.put_model(self.mj_model)
     self._arm_force = jnp.asarray(self.mj_model.actuator_ctrlrange[:N_ARM, 1], jnp.float32)
+    self._c = (physics_c.CPhysics(self.mj_model, substeps, control,
+                                  self.mj_model.actuator_ctrlrange[:N_ARM, 1])
+               if physics == "c" else None)
     # Per-world programs that every call site shares: a jitted function is traced once per
     # process and its jaxpr reused by reset, step, and each compiled program that holds them
     # (rollout, evaluation, collection). MJX traced inline under vmap cost ~6 s per site.
@@ -255,7 +264,8 @@ class TabletopSuite:
       qpos = qpos.at[self.art_qadr].set(self.task_joints[task_id])
     arm = jnp.zeros(7) if self.control == "torque" else jnp.asarray(control.HOME_QPOS)
     ctrl = jnp.concatenate([arm, jnp.full((2,), control.FINGER_OPEN)])
-    return self._forward(mjx.make_data(m).replace(qpos=qpos, ctrl=ctrl))
+    forward = self._c.forward if self._c is not None else self._forward
+    return forward(mjx.make_data(m).replace(qpos=qpos, ctrl=ctrl))
 
   def _forward_impl(self, d: mjx.Data) -> mjx.Data:
     return mjx.forward(self.mjx_model, d)
@@ -271,6 +281,8 @@ class TabletopSuite:
 
   def _physics(self, d: mjx.Data, target: jax.Array) -> mjx.Data:
     """One control step of physics towards joint targets [9] (7 arm joints, 2 fingers)."""
+    if self._c is not None:
+      return self._c.step(d, target)
     m = self.mjx_model
     if self.control == "servo":
       d = d.replace(ctrl=target)
