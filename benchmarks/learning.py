@@ -47,10 +47,13 @@ EXPERIMENTS = {
          for g in (2, 4, 8)}),
     "efficiency": Experiment(
         "Sample efficiency from the same one-demo student: OPD against GRPO (sparse success, "
-        "groups of 4 sampled at 1.6, one refill round).",
+        "groups of 4 sampled at 1.6, one refill round), and the two summed (the paper's "
+        "Distill + GRPO, at OPD's temperature).",
         {"opd": (), "grpo": ("--config.objective=grpo", "--config.rollout.group=4",
                              "--config.rollout.prompts=2", "--config.rollout.temperature=1.6",
-                             "--config.rl.refill_rounds=1")}),
+                             "--config.rl.refill_rounds=1"),
+         "opd_grpo": ("--config.objective=reverse_kl+grpo", "--config.rollout.group=4",
+                      "--config.rollout.prompts=2", "--config.rl.refill_rounds=1")}),
     "expert": Experiment(
         "The privileged scripted expert as the teacher (free, valid at any state, but the "
         "pixel student cannot see what it sees).",
