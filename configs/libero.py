@@ -123,6 +123,9 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
   # average >= 2: after the last iteration, the mean parameters of the last `average` kept
   # checkpoints (opd_jax.average) go to WORKDIR/average and are evaluated (eval_average/*).
   c.checkpoint = dict(every=10, keep=3, average=0)
+  # Stop (exit 1, naming the last checkpoint) after this many iterations in a row whose every
+  # gradient step was non-finite and skipped; 0 = never.
+  c.stop_after_nonfinite = 5
   c.mesh = dict(data=-1)       # -1: all devices
   # XLA:CPU's LLVM optimisation level for the programs (-1: XLA's default). 0 compiles ~2x
   # faster and runs ~3.5x slower: worth it only for runs shorter than their compile.

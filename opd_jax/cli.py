@@ -35,6 +35,11 @@ class UsageError(ValueError):
   """Bad input from the user: printed as one line, exit status 2."""
 
 
+class RunError(RuntimeError):
+  """A run that cannot go on (e.g. training stuck on non-finite numbers): one line naming
+  where it stopped and what is saved, exit status 1."""
+
+
 @contextlib.contextmanager
 def usage_errors() -> Iterator[None]:
   """Turns the ``ValueError`` s of a block (validation, loading and checking checkpoints,
@@ -240,3 +245,6 @@ def run(tool: str, main: Callable[[Invocation], Any], argv: Sequence[str] | None
     return main(inv)
   except UsageError as e:
     fail(tool, str(e))
+  except RunError as e:
+    print(f"{tool}: stopped: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(1)

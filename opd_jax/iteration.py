@@ -158,7 +158,8 @@ class Setup:
   evaluators: dict = dataclasses.field(default_factory=dict)  # by (episodes, batch)
 
 
-_RUN_ONLY_FIELDS = ("workdir", "iterations", "log_every", "checkpoint", "eval")
+_RUN_ONLY_FIELDS = ("workdir", "iterations", "log_every", "checkpoint", "eval",
+                    "stop_after_nonfinite")
 
 
 def compiler_options(config) -> dict | None:

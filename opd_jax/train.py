@@ -21,6 +21,7 @@ import jax
 from envs.control import CONTROL_MODES
 
 from opd_jax import checkpoint, cli, models, objectives, parallel
+from opd_jax.preemption import StopRequest
 from opd_jax.iteration import (Setup, compile_iteration, compiler_options, iterate, setup,
                                setup_key, _RUN_ONLY_FIELDS)
 from opd_jax.train_state import TrainState, restore_or_init
@@ -86,6 +87,8 @@ def validate(config, overrides=()) -> None:
   need(avg == 0 or 2 <= avg <= config.checkpoint.keep, "checkpoint.average",
        f"must be 0 (off) or between 2 and checkpoint.keep ({config.checkpoint.keep}), got {avg}")
   need(config.eval.every >= 0, "eval.every", f"must be >= 0 (0 = off), got {config.eval.every}")
+  need(config.get("stop_after_nonfinite", 0) >= 0, "stop_after_nonfinite",
+       f"must be >= 0 iterations (0 = never stop), got {config.get('stop_after_nonfinite')}")
   set_model = sorted(p for p in overrides if p.startswith("student.model."))
   need(not (config.student.init and set_model), set_model[0] if set_model else "student.model",
        f"is ignored: student.init={config.student.init} fixes the architecture; drop the "
@@ -146,7 +149,7 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
   compile_iteration(su, ts, t_params)
   compile_s = time.time() - t0
 
-  def save(step):
+  def save(ts, step, env_steps):
     meta_now = dict(meta, nonfinite_updates=int(ts.nonfinite_updates), env_steps_total=env_steps)
     checkpoint.save(mgr, step, ts.params, meta_now, ts.opt_state)
 
@@ -167,44 +170,73 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
     bar = tqdm(total=config.iterations, initial=start, desc="opd", dynamic_ncols=True)
   if evaluator is not None and start == 0 and config.eval.get("at_start", False):
     evaluate_now(0, ts.params)   # the curve's first point: the student as it starts
-  last_bad = int(ts.nonfinite_updates)
-  for step in range(start, config.iterations):
-    t0 = time.time()
-    ts, m = iterate(su, ts, t_params, step)
-    m = jax.device_get(m)
-    dt = time.time() - t0
-    env_steps += float(m["rollout/control_steps"])
-    m["rollout/env_steps_per_s"] = float(m["rollout/control_steps"]) / dt
-    m["rollout/env_steps_total"] = env_steps   # counted, and carried across resumes
-    m["time/iteration_s"] = dt
-    if step == start:
-      m["time/compile_s"] = compile_s
-    if (step + 1) % config.log_every == 0 or step == start:
-      writer.write(step + 1, m)
-    if int(m["train/nonfinite_updates"]) > last_bad:
-      print(f"iteration {step + 1}: non-finite loss/gradients, update skipped "
-            f"({int(m['train/nonfinite_updates'])} so far)", file=sys.stderr)
-      last_bad = int(m["train/nonfinite_updates"])
-    if bar is not None:
-      shown = dict(success=f"{m['rollout/success']:.2f}")
-      if "train/reverse_kl" in m:
-        shown["kl"] = f"{m['train/reverse_kl']:.3f}"
-      if "rollout/groups_mixed" in m:
-        shown["mixed"] = f"{m['rollout/groups_mixed']:.2f}"
-      if "train/explained_variance" in m:
-        shown["ev"] = f"{m['train/explained_variance']:.2f}"
-      bar.set_postfix(**shown, steps_s=f"{m['rollout/env_steps_per_s']:.0f}")
-      bar.update(1)
-    if (step + 1) % config.checkpoint.every == 0 or step + 1 == config.iterations:
-      save(step + 1)
-    if evaluator is not None and ((step + 1) % config.eval.every == 0
-                                  or step + 1 == config.iterations):
-      evaluate_now(step + 1, ts.params)
+  elif (evaluator is not None and start and start < config.iterations
+        and start % config.eval.every == 0
+        and not os.path.isdir(os.path.join(workdir, "eval", f"step_{start}"))):
+    evaluate_now(start, ts.params)   # the evaluation a stop skipped
+  with StopRequest() as stop:
+    last_bad, bad_streak, saved = int(ts.nonfinite_updates), 0, start
+    limit = config.get("stop_after_nonfinite", 0)
+    for step in range(start, config.iterations):
+      t0 = time.time()
+      ts, m = iterate(su, ts, t_params, step)
+      m = jax.device_get(m)
+      dt = time.time() - t0
+      env_steps += float(m["rollout/control_steps"])
+      m["rollout/env_steps_per_s"] = float(m["rollout/control_steps"]) / dt
+      m["rollout/env_steps_total"] = env_steps   # counted, and carried across resumes
+      m["time/iteration_s"] = dt
+      if step == start:
+        m["time/compile_s"] = compile_s
+      if (step + 1) % config.log_every == 0 or step == start:
+        writer.write(step + 1, m)
+      bad_now = int(m["train/nonfinite_updates"]) - last_bad
+      if bad_now:
+        print(f"iteration {step + 1}: non-finite loss/gradients, {bad_now} of {su.num_updates} "
+              f"updates skipped ({int(m['train/nonfinite_updates'])} so far)", file=sys.stderr)
+        last_bad = int(m["train/nonfinite_updates"])
+      bad_streak = bad_streak + 1 if bad_now >= su.num_updates else 0
+      if limit and bad_streak >= limit:
+        kept = sorted(mgr.all_steps())
+        mgr.close()
+        raise cli.RunError(
+            f"iteration {step + 1}: every gradient step of the last {bad_streak} iterations was "
+            f"non-finite (config.stop_after_nonfinite={limit}); the parameters have not changed "
+            f"since iteration {step + 1 - bad_streak}. The last good checkpoint is "
+            + (f"{config.workdir}/checkpoints/{kept[-1]}" if kept else "none (none was saved)")
+            + "; resume from it with a lower config.optim.lr (or config.optim.grad_clip)")
+      if bar is not None:
+        shown = dict(success=f"{m['rollout/success']:.2f}")
+        if "train/reverse_kl" in m:
+          shown["kl"] = f"{m['train/reverse_kl']:.3f}"
+        if "rollout/groups_mixed" in m:
+          shown["mixed"] = f"{m['rollout/groups_mixed']:.2f}"
+        if "train/explained_variance" in m:
+          shown["ev"] = f"{m['train/explained_variance']:.2f}"
+        bar.set_postfix(**shown, steps_s=f"{m['rollout/env_steps_per_s']:.0f}")
+        bar.update(1)
+      if ((step + 1) % config.checkpoint.every == 0 or step + 1 == config.iterations
+          or stop.requested):
+        save(ts, step + 1, env_steps)
+        saved = step + 1
+      if stop.requested:
+        print(f"{stop.requested}: stopped after iteration {saved}, saved as "
+              f"{config.workdir}/checkpoints/{saved}; the same command resumes it",
+              file=sys.stderr, flush=True)
+        break
+      if evaluator is not None and ((step + 1) % config.eval.every == 0
+                                    or step + 1 == config.iterations):
+        evaluate_now(step + 1, ts.params)
   if bar is not None:
     bar.close()
+  if stop.requested:
+    writer.close()
+    mgr.close()
+    return ts
   if config.checkpoint.get("average", 0) and start < config.iterations:
     average_tail(config, mgr, evaluator, writer, rep)
   writer.close()
+  mgr.close()
   return ts
 
 

@@ -7,6 +7,7 @@ case parameters and optimiser state are kept and the skip is counted.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable
 
 import jax
@@ -75,22 +76,59 @@ def guarded_update(loss_fn: Callable, tx: optax.GradientTransformation):
 
 def restore_or_init(workdir: str, keep: int, params, tx, meta: dict, sharding, *,
                     compare=("model",)) -> tuple[TrainState, Any, dict]:
-  """The run's state: the latest checkpoint under ``workdir/checkpoints`` if there is one
-  (refused when its ``compare`` meta entries differ from ``meta``'s), else ``params`` with a
-  fresh optimiser. Returns (state placed on ``sharding``, the checkpoint manager, the restored
-  meta or {})."""
-  mgr = checkpoint.manager(os.path.join(workdir, "checkpoints"), max_to_keep=keep)
-  start = mgr.latest_step()
-  if start is None:
+  """The run's state: the newest complete and readable checkpoint under
+  ``workdir/checkpoints`` (refused when its ``compare`` meta entries differ from ``meta``'s),
+  else ``params`` with a fresh optimiser. Newer checkpoints that cannot be read (torn by a
+  kill, truncated, corrupt) are named in one line each and set aside as
+  ``STEP.unreadable`` (kept, never deleted; a later save of that step cannot collide with
+  them). Returns (state placed on ``sharding``, the checkpoint manager, the restored meta or
+  {})."""
+  directory = os.path.join(workdir, "checkpoints")
+  mgr = checkpoint.manager(directory, max_to_keep=keep)
+  abstract_opt = jax.eval_shape(tx.init, params)
+  unreadable, found = [], None
+  for step in sorted(mgr.all_steps(), reverse=True):
+    try:
+      found = (step, *checkpoint.restore(mgr, step, params, abstract_opt, sharding))
+    except checkpoint.CheckpointError as e:
+      problem = _check_model(directory, step, meta, compare)   # another model: the user's call
+      if problem:
+        raise checkpoint.CheckpointError(problem) from e
+      unreadable.append((step, str(e).split(". It is corrupt")[0]))
+      continue
+    break
+  if unreadable:
+    mgr.close()
+    for step, why in unreadable:
+      aside = os.path.join(directory, f"{step}.unreadable")
+      n = 1
+      while os.path.exists(aside):
+        aside, n = os.path.join(directory, f"{step}.unreadable{n}"), n + 1
+      os.rename(os.path.join(directory, str(step)), aside)
+      print(f"skipping checkpoint {step}, set aside as {aside}: {why}", file=sys.stderr)
+    mgr = checkpoint.manager(directory, max_to_keep=keep)
+  if found is None:
     ts = TrainState(jnp.int32(0), params, tx.init(params), jnp.int32(0))
     return jax.device_put(jax.tree.map(jnp.copy, ts), sharding), mgr, {}
-  params, opt_state, old = checkpoint.restore(mgr, start, params, jax.eval_shape(tx.init, params),
-                                              sharding)
+  start, params, opt_state, old = found
+  problem = _check_model(directory, start, meta, compare, old)
+  if problem:
+    raise checkpoint.CheckpointError(problem)
+  ts = TrainState(jnp.int32(start), params, opt_state, jnp.int32(int(old.get("nonfinite_updates", 0))))
+  return jax.device_put(jax.tree.map(jnp.copy, ts), sharding), mgr, old
+
+
+def _check_model(directory: str, step: int, meta: dict, compare, old: dict | None = None) -> str:
+  """Why checkpoint ``step`` belongs to another run ('' when it does not, or when its meta is
+  unreadable too)."""
+  if old is None:
+    try:
+      old = checkpoint.read_meta(os.path.join(directory, str(step)))[0]
+    except checkpoint.CheckpointError:
+      return ""
   saved = dict(old, model=checkpoint.saved_model(old))
   for k in compare:
     if saved.get(k) != meta.get(k):
-      raise checkpoint.CheckpointError(
-          f"{workdir}/checkpoints/{start} holds a different {k} ({old.get(k)}) than this run "
-          f"({meta.get(k)}); use another config.workdir")
-  ts = TrainState(jnp.int32(start), params, opt_state, jnp.int32(int(old.get("nonfinite_updates", 0))))
-  return jax.device_put(jax.tree.map(jnp.copy, ts), sharding), mgr, old
+      return (f"{directory}/{step} holds a different {k} ({old.get(k)}) than this run "
+              f"({meta.get(k)}); use another config.workdir")
+  return ""
