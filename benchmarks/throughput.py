@@ -68,6 +68,8 @@ def main(argv=None):
                   help="policy steps per OPD iteration (-1: to the episode's end, as the config)")
   ap.add_argument("--iterations", type=int, default=1, help="timed OPD iterations per cell")
   ap.add_argument("--min-time", type=float, default=3.0, help="seconds per env/inference cell")
+  ap.add_argument("--physics", default="mjx", choices=("mjx", "c"),
+                  help="the JAX suite's physics engine (env.physics)")
   ap.add_argument("--torch-envs", default="serial,subproc")
   ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
   ap.add_argument("--shadow-size", type=int, default=None,
@@ -126,6 +128,7 @@ class Bench:
     group = 2 if b % 2 == 0 else 1
     c.rollout.prompts, c.rollout.group = b // group, group
     c.rollout.policy_steps = self.args.policy_steps
+    c.env.physics = self.args.physics
     if size == "small":
       c.student.init = ""
       c.student.model = libero.model_config("small")
@@ -416,7 +419,7 @@ class Bench:
     if "opd" in self.figures:
       self.fig_opd(peak)
     report(self.results, a, mm, peak, time.perf_counter() - t_start,
-           f"jax {self.jax.__version__}, torch {self.torch.__version__}")
+           f"jax {self.jax.__version__} (physics {a.physics}), torch {self.torch.__version__}")
 
 
 if __name__ == "__main__":

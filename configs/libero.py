@@ -65,8 +65,10 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
   # off its axis; checkpoints made before 2026-12); envs/control.py. A checkpoint only runs
   # under the law it was trained with.
   # tasks: the task ids trained and evaluated on (() = every task of the suite).
+  # physics: "mjx" or "c" (MuJoCo's C engine called from the compiled step: CPU hosts only;
+  # the same model and arm law, arm joints within 1e-6 rad of MJX; envs/physics_c.py).
   c.env = dict(suite=SUITES[suite], image_size=64, substeps=5, max_episode_steps=-1,
-               control="torque", tasks=())
+               control="torque", tasks=(), physics="mjx")
 
   # Student: a checkpoint directory to start from ("" = a fresh initialisation of
   # student.model; with init, the checkpoint fixes the architecture).

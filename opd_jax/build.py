@@ -22,7 +22,8 @@ def make_env(config):
             control=config.env.control)
   if config.env.max_episode_steps > 0:
     kw["max_episode_steps"] = config.env.max_episode_steps
-  env = envs.make(config.env.suite, **kw)
+  # the engine is not part of the recorded physics: "c" and "mjx" step the same model alike
+  env = envs.make(config.env.suite, **kw, physics=config.env.get("physics", "mjx"))
   # recorded in checkpoints beside the arm law: the physics the policy was trained under
   kw["solver_iterations"] = int(env.mj_model.opt.iterations)
   return env, kw

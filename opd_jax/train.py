@@ -19,6 +19,7 @@ import time
 import envs  # sets the XLA flag MJX needs on CPU before JAX starts  # noqa: F401  isort: skip
 import jax
 from envs.control import CONTROL_MODES
+from envs.tabletop import PHYSICS_BACKENDS
 
 from opd_jax import checkpoint, cli, models, objectives, parallel
 from opd_jax.preemption import StopRequest
@@ -39,6 +40,8 @@ def validate(config, overrides=()) -> None:
   need(config.env.image_size >= 8, "env.image_size", f"must be >= 8, got {config.env.image_size}")
   need(len(set(config.env.tasks)) == len(config.env.tasks), "env.tasks",
        f"task ids must be distinct, got {tuple(config.env.tasks)}")
+  need(config.env.get("physics", "mjx") in PHYSICS_BACKENDS, "env.physics",
+       f"must be one of {PHYSICS_BACKENDS}, got {config.env.get('physics')!r}")
   need(config.env.control in CONTROL_MODES, "env.control",
        f"must be one of {CONTROL_MODES}, got {config.env.control!r}")
   need(config.objective in objectives.OBJECTIVES, "objective",
