@@ -168,3 +168,22 @@ def test_blown_up_world_is_reset_alone(c_env):
 def test_expert_succeeds_with_c_physics(c_env, run_bound):
   succ = expert_success(c_env, np.array([0, 0]), np.array([0, 1]), compiler_options=run_bound)
   assert succ.tolist() == [1.0, 1.0]
+
+
+def test_the_trainer_runs_on_c_physics(tmp_path):
+  """--config.env.physics=c through opd_jax.train: the rollout (physics in C inside the compiled
+  program, pixels, student and scripted teacher) and the update run; the engine is not part of
+  the physics recorded in the checkpoint."""
+  import os
+  import sys
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from test_train import small_config  # pylint: disable=import-outside-toplevel
+  from opd_jax import checkpoint, train  # pylint: disable=import-outside-toplevel
+  c = small_config(tmp_path, iterations=1, **{"env.physics": "c"})
+  train.validate(c)
+  ts = train.run(c, progress=False)
+  assert int(ts.step) == 1 and int(ts.nonfinite_updates) == 0
+  meta = checkpoint.read_meta(str(tmp_path))[0]
+  assert "physics" not in meta["env_kwargs"] and meta["env_kwargs"]["control"] == "torque"
+  with pytest.raises(ValueError, match="config.env.physics"):
+    train.validate(small_config(tmp_path, **{"env.physics": "bullet"}))
