@@ -226,7 +226,20 @@ def start_jax(inv: Invocation) -> None:
     compiling.enable_cache(inv.compile_cache)
   if inv.distributed:
     import jax  # pylint: disable=import-outside-toplevel
-    jax.distributed.initialize()
+    # Cloud TPU and SLURM are discovered by JAX; elsewhere (several processes on one machine,
+    # plain VMs) JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID say it.
+    kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
+                                              ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
+    if os.environ.get("JAX_PLATFORMS", "") == "cpu" or not _has_accelerator():
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU processes talk
+    jax.distributed.initialize(**kw)
+
+
+def _has_accelerator() -> bool:
+  """Whether a GPU or TPU plugin is installed (probed without starting JAX's backends)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  return any(importlib.util.find_spec(m) is not None
+             for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu", "jax_rocm60_plugin"))
 
 
 def run(tool: str, main: Callable[[Invocation], Any], argv: Sequence[str] | None = None, *,

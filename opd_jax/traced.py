@@ -46,7 +46,11 @@ def fingerprint(*objs, max_depth: int = 6) -> str:
     if isinstance(x, (str, int, float, bool, complex, type(None))):
       h.update(f"{type(x).__name__}:{x!r};".encode())
     elif isinstance(x, (np.ndarray, np.generic, jax.Array)):
-      a = np.asarray(x)
+      if isinstance(x, jax.Array) and not x.is_fully_addressable:   # other processes' shards
+        local = x.addressable_shards
+        x = (local[0].data if x.is_fully_replicated and local
+             else jax.ShapeDtypeStruct(x.shape, x.dtype))
+      a = np.asarray(x) if not isinstance(x, jax.ShapeDtypeStruct) else np.zeros(0, x.dtype)
       h.update(f"arr{a.shape}{a.dtype};".encode())
       h.update(np.ascontiguousarray(a).tobytes())
     elif (id(x) in seen or depth > max_depth or isinstance(x, types.ModuleType)
