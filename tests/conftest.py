@@ -1,6 +1,8 @@
 """Test setup: MJX on CPU needs XLA's fusion emitters off before JAX starts; the tests compile
 with LLVM optimisation off (below)."""
 import os
+import subprocess
+import sys
 
 _FLAG = "--xla_cpu_use_fusion_emitters=false"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
@@ -47,3 +49,20 @@ def blind_fns(spatial_blind):
   """Jitted unbatched (reset, reset_eval, step) of the image-free suite."""
   env = spatial_blind
   return jax.jit(env.reset), jax.jit(env.reset_eval), jax.jit(env.step)
+
+
+@pytest.fixture(scope="session")
+def render_ok():
+  """MuJoCo's renderer probed in a child process (EGL can fail, or hang, on a headless box)."""
+  probe = ("from benchmarks.torch_baseline import vec_env; import mujoco\n"
+           "m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=\".1\"/>"
+           "</worldbody></mujoco>')\nmujoco.Renderer(m, 8, 8).close()")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    r = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
+                       timeout=60)
+  except subprocess.TimeoutExpired:
+    pytest.skip("MuJoCo's renderer hung while creating an EGL context")
+  if r.returncode:
+    pytest.skip(f"MuJoCo's renderer is unavailable (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): "
+                f"{r.stderr.strip().splitlines()[-1:]}")

@@ -8,7 +8,6 @@ optax's; decoded actions equal opd_jax.actions.decode bit for bit.
 """
 import dataclasses
 import os
-import subprocess
 import sys
 
 import jax
@@ -123,21 +122,6 @@ def test_adamw_step_matches_optax():
   next(iter(tparams.values())).grad[0] = float("nan")
   assert not opd.guarded_step(list(tparams.values()), opt, sched, c.grad_clip)[1]
   assert sched.last_epoch == 3 and all(torch.equal(p, before[n]) for n, p in tparams.items())
-
-
-@pytest.fixture(scope="module")
-def render_ok():
-  probe = ("from benchmarks.torch_baseline import vec_env; import mujoco\n"
-           "m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=\".1\"/>"
-           "</worldbody></mujoco>')\nmujoco.Renderer(m, 8, 8).close()")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    r = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
-                       timeout=60)
-  except subprocess.TimeoutExpired:
-    pytest.skip("MuJoCo's renderer hung while creating an EGL context")
-  if r.returncode:
-    pytest.skip(f"MuJoCo's renderer is unavailable: {r.stderr.strip().splitlines()[-1:]}")
 
 
 def test_two_iterations_on_two_worlds(render_ok, spatial_blind, blind_fns):

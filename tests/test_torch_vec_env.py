@@ -10,7 +10,6 @@ the pull is 0 at the home posture of step 1), a flipped one (4.9e-3), a bandwidt
 """
 import dataclasses
 import os
-import subprocess
 import sys
 
 import jax
@@ -30,23 +29,6 @@ ATOL_ARM = 1e-5
 @pytest.fixture(scope="module")
 def cfg():
   return V.CConfig.from_suite("libero_spatial", render=False)
-
-
-@pytest.fixture(scope="module")
-def render_ok():
-  """MuJoCo's renderer probed in a child process (EGL can fail, or hang, on a headless box)."""
-  probe = ("from benchmarks.torch_baseline import vec_env; import mujoco\n"
-           "m = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=\".1\"/>"
-           "</worldbody></mujoco>')\nmujoco.Renderer(m, 8, 8).close()")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  try:
-    r = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
-                       timeout=60)
-  except subprocess.TimeoutExpired:
-    pytest.skip("MuJoCo's renderer hung while creating an EGL context")
-  if r.returncode:
-    pytest.skip(f"MuJoCo's renderer is unavailable (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): "
-                f"{r.stderr.strip().splitlines()[-1:]}")
 
 
 def _c_rollout(cfg, qpos):

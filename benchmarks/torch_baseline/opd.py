@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -122,48 +121,12 @@ class SerialChunkEnv(V.SerialVecEnv):
     return V._stack(out), executed, done, reward  # pylint: disable=protected-access
 
 
-def _chunk_worker(conn, n, cfg, qpos, task_ids):
-  env = SerialChunkEnv(n, cfg, qpos, task_ids)
-  try:
-    while True:
-      cmd, arg = conn.recv()
-      if cmd == "reset":
-        conn.send(env.reset())
-      elif cmd == "chunk":
-        conn.send(env.step_chunk(arg))
-      else:
-        break
-  finally:
-    env.close()
-    conn.close()
-
-
 class SubprocChunkEnv(V.SubprocVecEnv):
   """SubprocVecEnv whose workers run whole chunks (one round trip per policy step)."""
-
-  def __init__(self, n, cfg, qpos, task_ids, num_workers=None, context="spawn"):
-    # pylint: disable=super-init-not-called  (the parent's workers step one action at a time)
-    self.n = n
-    k = self.num_workers = max(1, min(n, num_workers or os.cpu_count() or 1))
-    sizes = [n // k + (i < n % k) for i in range(k)]
-    self._starts = np.cumsum([0] + sizes)
-    ctx = mp.get_context(context)
-    self._conns, self._procs = [], []
-    for i, size in enumerate(sizes):
-      parent, child = ctx.Pipe()
-      bank = V._slice_bank(qpos, task_ids, n, self._starts[i], size)  # pylint: disable=protected-access
-      p = ctx.Process(target=_chunk_worker, args=(child, size, cfg, *bank), daemon=True)
-      p.start()
-      child.close()
-      self._conns.append(parent)
-      self._procs.append(p)
+  serial_cls = SerialChunkEnv
 
   def step_chunk(self, actions):
-    for c, a, b in zip(self._conns, self._starts[:-1], self._starts[1:]):
-      c.send(("chunk", actions[a:b]))
-    res = [c.recv() for c in self._conns]
-    return (V._stack([r[0] for r in res], np.concatenate),  # pylint: disable=protected-access
-            *(np.concatenate([r[j] for r in res]) for j in (1, 2, 3)))
+    return self._scatter("step_chunk", actions)
 
 
 # ---------------------------------------------------------------------------- the loop

@@ -337,17 +337,16 @@ class SerialVecEnv:
     self.worlds[0].close()
 
 
-def _worker(conn, n, cfg, qpos, task_ids):
-  env = SerialVecEnv(n, cfg, qpos, task_ids)
+def _worker(conn, serial_cls, n, cfg, qpos, task_ids):
+  """Serves ``serial_cls(n, ...)``: each message ``(method, arg)`` calls that method (``reset``
+  without an argument) and sends back its result, until ``close``."""
+  env = serial_cls(n, cfg, qpos, task_ids)
   try:
     while True:
       cmd, arg = conn.recv()
-      if cmd == "reset":
-        conn.send(env.reset())
-      elif cmd == "step":
-        conn.send(env.step(arg))
-      else:
+      if cmd == "close":
         break
+      conn.send(env.reset() if cmd == "reset" else getattr(env, cmd)(arg))
   finally:
     env.close()
     conn.close()
@@ -358,7 +357,9 @@ class SubprocVecEnv:
   a :class:`SerialVecEnv` behind a pipe, as gymnasium's ``AsyncVectorEnv`` runs them: ``step``
   sends every worker its slice of actions, then gathers and concatenates the results. Worlds
   see the same bank entries as in a ``SerialVecEnv(n, ...)``. ``context``: the start method
-  ("spawn": safe when the parent has started JAX's threads)."""
+  ("spawn": safe when the parent has started JAX's threads). Subclasses name the serial env
+  their workers run in ``serial_cls``."""
+  serial_cls = SerialVecEnv
 
   def __init__(self, n: int, cfg: CConfig, qpos: np.ndarray, task_ids: np.ndarray,
                num_workers: int | None = None, context: str = "spawn"):
@@ -371,7 +372,8 @@ class SubprocVecEnv:
     for i, size in enumerate(sizes):
       parent, child = ctx.Pipe()
       bank = _slice_bank(qpos, task_ids, n, self._starts[i], size)
-      p = ctx.Process(target=_worker, args=(child, size, cfg, *bank), daemon=True)
+      p = ctx.Process(target=_worker, args=(child, self.serial_cls, size, cfg, *bank),
+                      daemon=True)
       p.start()
       child.close()
       self._conns.append(parent)
@@ -382,13 +384,18 @@ class SubprocVecEnv:
       c.send(("reset", None))
     return _stack([c.recv() for c in self._conns], np.concatenate)
 
-  def step(self, actions: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+  def _scatter(self, method: str, actions) -> tuple:
+    """Every worker runs ``method`` on its slice of ``actions``; the results (an observation
+    dict, then arrays) concatenated over the worlds."""
     actions = np.asarray(actions)
     for c, a, b in zip(self._conns, self._starts[:-1], self._starts[1:]):
-      c.send(("step", actions[a:b]))
+      c.send((method, actions[a:b]))
     res = [c.recv() for c in self._conns]
-    return (_stack([r[0] for r in res], np.concatenate), np.concatenate([r[1] for r in res]),
-            np.concatenate([r[2] for r in res]))
+    return (_stack([r[0] for r in res], np.concatenate),
+            *(np.concatenate([r[j] for r in res]) for j in range(1, len(res[0]))))
+
+  def step(self, actions: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
+    return self._scatter("step", actions)
 
   def close(self):
     for c in self._conns:
