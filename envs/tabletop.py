@@ -147,7 +147,8 @@ class TabletopSuite:
         arm_motors=control == "torque")
     self.xml = xml
     self.mj_model = mujoco.MjModel.from_xml_string(xml)
-    self.mjx_model = mjx.put_model(self.mj_model)
+    # the process's own device: MJX's default, jax.devices()[0], belongs to process 0 on a pod
+    self.mjx_model = mjx.put_model(self.mj_model, device=jax.local_devices()[0])
     self._arm_force = jnp.asarray(self.mj_model.actuator_ctrlrange[:N_ARM, 1], jnp.float32)
     self._c = (physics_c.CPhysics(self.mj_model, substeps, control,
                                   self.mj_model.actuator_ctrlrange[:N_ARM, 1])

@@ -9,6 +9,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${CONFIG:-configs/libero.py:spatial}"
-[ -d .venv ] || { python3 -m venv .venv && . .venv/bin/activate && pip install -q -e . 'jax[cuda12]==0.9.2'; }
-. .venv/bin/activate
-exec python -m opd_jax.train --config "$CONFIG" "$@"
+[ -d .venv ] || { python3 -m venv .venv && .venv/bin/pip install -q -e . 'jax[cuda12]==0.9.2'; }
+exec .venv/bin/python -m opd_jax.train --config "$CONFIG" "$@"

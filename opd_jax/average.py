@@ -20,7 +20,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from opd_jax import checkpoint, models
+from opd_jax import checkpoint, models, parallel
 
 
 def steps_in(directory: str, spec: str) -> list[int]:
@@ -60,13 +60,17 @@ def average(paths: list[str]):
   return mean, dict(meta, model=first[0].to_dict(), action_stats=first[1])
 
 
-def write(directory: str, steps: list[int], out: str):
+def write(directory: str, steps: list[int], out: str, sharding=None):
   """Averages ``steps`` of the manager ``directory`` into ``OUT/checkpoints/LAST``, which must
-  not exist yet (nothing is overwritten); returns the mean parameters."""
+  not exist yet (nothing is overwritten); returns the mean parameters, placed on ``sharding``
+  (needed with several processes: a checkpoint holds global arrays)."""
   target = os.path.join(out, "checkpoints", str(steps[-1]))
   if os.path.exists(target):
     raise checkpoint.CheckpointError(f"{target} exists; nothing is overwritten")
+  parallel.barrier("average: target checked")   # before any process starts writing it
   params, meta = average([os.path.join(directory, str(s)) for s in steps])
+  if sharding is not None:
+    params = jax.tree.map(lambda x: parallel.place(x, sharding), params)
   meta["averaged_from"] = dict(directory=os.path.abspath(directory), steps=list(steps))
   checkpoint.save(checkpoint.manager(os.path.join(out, "checkpoints"), max_to_keep=None),
                   steps[-1], params, meta)

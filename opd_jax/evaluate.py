@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from opd_jax import compiling, traced
+from opd_jax import compiling, parallel, traced
 from opd_jax.rollout import check_execute, rollout
 
 
@@ -26,7 +26,7 @@ class Evaluator:
 
   def __init__(self, env, policy, *, episodes_per_task: int, batch: int, num_steps: int | None = None,
                execute: int | None = None, compiler_options: dict | None = None,
-               tasks: tuple[int, ...] = ()):
+               tasks: tuple[int, ...] = (), mesh=None):
     if episodes_per_task < 1:
       raise ValueError(f"config.eval.episodes_per_task must be >= 1, got {episodes_per_task}")
     if batch < 1:
@@ -34,7 +34,11 @@ class Evaluator:
     self.env, self.policy = env, policy
     self.episodes = episodes_per_task
     self.tasks = tuple(tasks) or tuple(range(env.num_tasks))   # the task ids evaluated
-    self.batch = batch
+    # on a mesh the episodes are split over its devices (and processes), so the batch is
+    # rounded up to a multiple of them (the padding repeats the last episode)
+    self.mesh = mesh
+    n_dev = 1 if mesh is None else mesh.devices.size
+    self.batch = -(-batch // n_dev) * n_dev
     self.execute = check_execute(execute, policy.cfg.chunk)
     self.num_steps = num_steps or math.ceil(env.max_episode_steps / self.execute)
     self._compiler_options = compiler_options
@@ -63,8 +67,11 @@ class Evaluator:
     for start in range(0, len(pairs), self.batch):
       part = pairs[start:start + self.batch]
       padded = part + [part[-1]] * (self.batch - len(part))
-      tasks = jnp.asarray([p[0] for p in padded], jnp.int32)
-      index = jnp.asarray([p[1] for p in padded], jnp.int32)
+      tasks = np.asarray([p[0] for p in padded], np.int32)
+      index = np.asarray([p[1] for p in padded], np.int32)
+      if self.mesh is not None:
+        tasks, index = (parallel.place(a, parallel.batch_sharding(self.mesh))
+                        for a in (tasks, index))
       if self._compiled is None:
         self._compiled, = compiling.compile_programs(
             [("the evaluator", self._run, (params, tasks, index))],
@@ -72,12 +79,15 @@ class Evaluator:
             compiler_options=self._compiler_options)
         self.compiles += 1
       s, ln, frames = self._compiled(params, tasks, index)
-      succ[start:start + len(part)] = np.asarray(s)[:len(part)]
-      length[start:start + len(part)] = np.asarray(ln)[:len(part)]
+      ln = parallel.to_host(ln)
+      succ[start:start + len(part)] = parallel.to_host(s)[:len(part)]
+      length[start:start + len(part)] = ln[:len(part)]
+      if len(clips) < videos:
+        frames = parallel.to_host(frames)
       for j in range(len(part)):
         if len(clips) < videos:
           steps = max(1, math.ceil(float(ln[j]) / self.execute)) + 1
-          clips.append((part[j], np.asarray(frames[:steps, j])))
+          clips.append((part[j], frames[:steps, j]))
       if bar is not None:
         bar.update(len(part))
         bar.set_postfix(success=f"{succ[:start + len(part)].mean():.2f}")

@@ -251,15 +251,15 @@ def collect_batch(su: Setup, params, teacher_params, iteration: int):
                                           teacher_params)
   rounds = replaced = 0
   while rounds < su.refill_rounds:
-    keep = np.asarray(batch.step_weight[0])
+    keep = parallel.to_host(batch.step_weight)[0]
     if keep.all():
       break
     rounds += 1
     extra, _ = su.programs["rollout"](jnp.int32(iteration), jnp.int32(rounds), params,
                                       teacher_params)
-    src, n = objectives.refill_plan(keep, np.asarray(extra.step_weight[0]), su.group)
+    src, n = objectives.refill_plan(keep, parallel.to_host(extra.step_weight)[0], su.group)
     if n:
-      batch = su.programs["merge"](batch, extra, jnp.asarray(src, jnp.int32))
+      batch = su.programs["merge"](batch, extra, np.asarray(src, np.int32))
       replaced += n
   if su.refill_rounds:
     metrics = dict(metrics, **{"rollout/refill_rounds": rounds, "rollout/groups_refilled": replaced,

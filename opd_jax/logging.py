@@ -13,10 +13,13 @@ class MetricWriter:
   """Appends ``{"step": s, "time": t, **scalars}`` lines to ``metrics.jsonl`` and
   writes the same scalars as TensorBoard events (``tb/``)."""
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, enabled: bool = True):
+    self.enabled = enabled   # False: writes nothing (the other processes of a multi-host run)
+    self._tb = None
+    if not enabled:
+      return
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, "metrics.jsonl")
-    self._tb = None
     if tensorboard:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
@@ -26,6 +29,8 @@ class MetricWriter:
 
   def write(self, step: int, scalars: dict) -> dict:
     row = {k: _scalar(v) for k, v in scalars.items()}
+    if not self.enabled:
+      return row
     with open(self.path, "a") as f:
       f.write(json.dumps({"step": int(step), "time": time.time(), **row}) + "\n")
     if self._tb is not None:

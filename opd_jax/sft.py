@@ -234,7 +234,9 @@ def run(config, *, progress: bool = True) -> TrainState:
   rep = parallel.replicated(mesh)
   workdir = config.workdir
   os.makedirs(workdir, exist_ok=True)
-  data.write_stats(os.path.join(workdir, "action_stats.json"), stats)
+  writes = parallel.is_main()   # files and logs come from process 0
+  if writes:
+    data.write_stats(os.path.join(workdir, "action_stats.json"), stats)
 
   # ---- state, resumed if the workdir has a checkpoint
   meta = dict(model=cfg.to_dict(), action_stats=stats.to_dict(), suite=config.env.suite,
@@ -256,9 +258,9 @@ def run(config, *, progress: bool = True) -> TrainState:
   evaluator = None
   if config.eval.every > 0:
     evaluator = eval_lib.Evaluator(benv, policy, episodes_per_task=config.eval.episodes_per_task,
-                                   batch=config.eval.batch)
+                                   batch=config.eval.batch, mesh=mesh)
   val_loss = make_eval_loss(policy, config.sft.batch) if val_arrays is not None else None
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, enabled=writes)
   print(f"sft on {config.env.suite}: {cfg.size} model ({models.param_count(ts.params) / 1e6:.2f}M "
         f"params), batch {config.sft.batch} x {mesh.devices.size} device(s), {config.sft.steps} "
         f"steps, shift {config.sft.shift}px; workdir {workdir}")
@@ -277,8 +279,9 @@ def run(config, *, progress: bool = True) -> TrainState:
     if evaluator is not None:
       t_ev = time.time()
       res = evaluator(ts.params, videos=config.eval.videos)
-      eval_lib.write_report(res, os.path.join(workdir, "eval", f"step_{step}"),
-                            f"{config.env.suite} after {step} SFT steps")
+      if writes:
+        eval_lib.write_report(res, os.path.join(workdir, "eval", f"step_{step}"),
+                              f"{config.env.suite} after {step} SFT steps")
       row.update({"eval/success": res["success"], "eval/episode_length": res["episode_length"],
                   "time/eval_s": time.time() - t_ev})
       row.update({f"eval/task_{i}": s for i, s in enumerate(res["per_task"])})
@@ -322,8 +325,9 @@ def run(config, *, progress: bool = True) -> TrainState:
 
 def main(inv: cli.Invocation) -> None:
   print(cli.describe(inv, f"{inv.config.workdir}/ (metrics.jsonl, tb/, checkpoints/, eval/)"))
-  cli.save_config(inv, inv.config.workdir)
-  run(inv.config)
+  if parallel.is_main():
+    cli.save_config(inv, inv.config.workdir)
+  run(inv.config, progress=parallel.is_main())
 
 
 if __name__ == "__main__":

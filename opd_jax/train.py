@@ -136,9 +136,10 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
     su.evaluators[ev_key] = eval_lib.Evaluator(
         su.benv, student, episodes_per_task=config.eval.episodes_per_task,
         batch=config.eval.batch, num_steps=su.num_steps, compiler_options=compiler_options(config),
-        tasks=tuple(config.env.tasks))
+        tasks=tuple(config.env.tasks), mesh=mesh)
   evaluator = su.evaluators.get(ev_key)
-  writer = MetricWriter(workdir)
+  writes = parallel.is_main()   # files and logs come from process 0
+  writer = MetricWriter(workdir, enabled=writes)
   n_dev = mesh.devices.size
   per_dev = config.rollout.prompts * config.rollout.group
   print(f"suite {config.env.suite}: {env.num_tasks} tasks; {per_dev * n_dev} worlds "
@@ -158,8 +159,9 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
 
   def evaluate_now(step, params):
     res = evaluator(params, videos=config.eval.videos)
-    eval_lib.write_report(res, os.path.join(workdir, "eval", f"step_{step}"),
-                          f"{config.env.suite} after {step} iterations")
+    if writes:
+      eval_lib.write_report(res, os.path.join(workdir, "eval", f"step_{step}"),
+                            f"{config.env.suite} after {step} iterations")
     writer.write(step, eval_row(res, "eval"))
     say = bar.write if bar is not None else print
     say(f"eval @ {step}: greedy success {100 * res['success']:.1f}% on "
@@ -177,6 +179,7 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
         and start % config.eval.every == 0
         and not os.path.isdir(os.path.join(workdir, "eval", f"step_{start}"))):
     evaluate_now(start, ts.params)   # the evaluation a stop skipped
+  stopping = False
   with StopRequest() as stop:
     last_bad, bad_streak, saved = int(ts.nonfinite_updates), 0, start
     limit = config.get("stop_after_nonfinite", 0)
@@ -218,12 +221,13 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
           shown["ev"] = f"{m['train/explained_variance']:.2f}"
         bar.set_postfix(**shown, steps_s=f"{m['rollout/env_steps_per_s']:.0f}")
         bar.update(1)
+      stopping = parallel.any_process(stop.requested)   # every process stops at the same step
       if ((step + 1) % config.checkpoint.every == 0 or step + 1 == config.iterations
-          or stop.requested):
+          or stopping):
         save(ts, step + 1, env_steps)
         saved = step + 1
-      if stop.requested:
-        print(f"{stop.requested}: stopped after iteration {saved}, saved as "
+      if stopping:
+        print(f"{stop.requested or 'another process'}: stopped after iteration {saved}, saved as "
               f"{config.workdir}/checkpoints/{saved}; the same command resumes it",
               file=sys.stderr, flush=True)
         break
@@ -232,7 +236,7 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
         evaluate_now(step + 1, ts.params)
   if bar is not None:
     bar.close()
-  if stop.requested:
+  if stopping:
     writer.close()
     mgr.close()
     return ts
@@ -268,12 +272,13 @@ def average_tail(config, mgr, evaluator, writer, sharding) -> None:
     print(f"checkpoint.average: only {steps} kept, nothing averaged", file=sys.stderr)
     return
   out = os.path.join(config.workdir, "average")
-  params = jax.device_put(average.write(str(mgr.directory), steps, out), sharding)
+  params = average.write(str(mgr.directory), steps, out, sharding)
   msg = f"averaged checkpoints {steps} -> {out}"
   if evaluator is not None:
     res = evaluator(params, videos=0)
-    eval_lib.write_report(res, os.path.join(out, "eval", f"step_{steps[-1]}"),
-                          f"{config.env.suite}: mean of checkpoints {steps}")
+    if parallel.is_main():
+      eval_lib.write_report(res, os.path.join(out, "eval", f"step_{steps[-1]}"),
+                            f"{config.env.suite}: mean of checkpoints {steps}")
     writer.write(steps[-1], eval_row(res, "eval_average"))
     msg += f"; greedy success {100 * res['success']:.1f}%"
   print(msg)
@@ -281,8 +286,9 @@ def average_tail(config, mgr, evaluator, writer, sharding) -> None:
 
 def main(inv: cli.Invocation) -> None:
   print(cli.describe(inv, f"{inv.config.workdir}/ (metrics.jsonl, tb/, checkpoints/, eval/)"))
-  cli.save_config(inv, inv.config.workdir)
-  run(inv.config, progress=jax.process_index() == 0)
+  if parallel.is_main():
+    cli.save_config(inv, inv.config.workdir)
+  run(inv.config, progress=parallel.is_main())
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from opd_jax import checkpoint
+from opd_jax import checkpoint, parallel
 
 
 @struct.dataclass
@@ -99,13 +99,14 @@ def restore_or_init(workdir: str, keep: int, params, tx, meta: dict, sharding, *
     break
   if unreadable:
     mgr.close()
-    for step, why in unreadable:
+    for step, why in unreadable if parallel.is_main() else ():
       aside = os.path.join(directory, f"{step}.unreadable")
       n = 1
       while os.path.exists(aside):
         aside, n = os.path.join(directory, f"{step}.unreadable{n}"), n + 1
       os.rename(os.path.join(directory, str(step)), aside)
       print(f"skipping checkpoint {step}, set aside as {aside}: {why}", file=sys.stderr)
+    parallel.barrier("checkpoints set aside")
     mgr = checkpoint.manager(directory, max_to_keep=keep)
   if found is None:
     ts = TrainState(jnp.int32(0), params, tx.init(params), jnp.int32(0))
