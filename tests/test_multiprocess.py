@@ -101,3 +101,15 @@ def test_sft_two_processes_match_one(tmp_path):
   assert [s for s, _ in a] == [1, 2, 3, 4]
   np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-4)
   _assert_same(_params(f"{two_one}/checkpoints/6"), _params(f"{one_two}/checkpoints/6"))
+
+
+def test_launch_scripts_are_shellcheck_clean():
+  """launch/: the local, GPU, SLURM and Cloud TPU pod scripts (shellcheck from the dev extra)."""
+  exe = shutil.which("shellcheck")
+  if exe is None:
+    pytest.skip("shellcheck is not installed: pip install -e '.[dev]' brings it")
+  scripts = sorted(os.path.join(REPO, "launch", f) for f in os.listdir(os.path.join(REPO, "launch"))
+                   if f.endswith(".sh"))
+  assert len(scripts) >= 4
+  r = subprocess.run([exe, *scripts], capture_output=True, text=True)
+  assert r.returncode == 0, r.stdout
