@@ -128,7 +128,9 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
   # Stop (exit 1, naming the last checkpoint) after this many iterations in a row whose every
   # gradient step was non-finite and skipped; 0 = never.
   c.stop_after_nonfinite = 5
-  c.mesh = dict(data=-1)       # -1: all devices
+  # a data x fsdp mesh (data=-1: every device): the batch is split over all its devices, the
+  # parameters, optimiser state and teacher over the fsdp ones (1: replicated)
+  c.mesh = dict(data=-1, fsdp=1)
   # XLA:CPU's LLVM optimisation level for the programs (-1: XLA's default). 0 compiles ~2x
   # faster and runs ~3.5x slower: worth it only for runs shorter than their compile.
   c.llvm_opt_level = -1

@@ -19,6 +19,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+from etils import epath
 
 from opd_jax import checkpoint, models, parallel
 
@@ -63,15 +64,16 @@ def average(paths: list[str]):
 def write(directory: str, steps: list[int], out: str, sharding=None):
   """Averages ``steps`` of the manager ``directory`` into ``OUT/checkpoints/LAST``, which must
   not exist yet (nothing is overwritten); returns the mean parameters, placed on ``sharding``
-  (needed with several processes: a checkpoint holds global arrays)."""
+  (one, or ``leaf -> sharding``; needed with several processes: a checkpoint holds global
+  arrays)."""
   target = os.path.join(out, "checkpoints", str(steps[-1]))
-  if os.path.exists(target):
+  if epath.Path(target).exists():
     raise checkpoint.CheckpointError(f"{target} exists; nothing is overwritten")
   parallel.barrier("average: target checked")   # before any process starts writing it
   params, meta = average([os.path.join(directory, str(s)) for s in steps])
   if sharding is not None:
-    params = jax.tree.map(lambda x: parallel.place(x, sharding), params)
-  meta["averaged_from"] = dict(directory=os.path.abspath(directory), steps=list(steps))
+    params = parallel.put(params, sharding)
+  meta["averaged_from"] = dict(directory=checkpoint.absolute(directory), steps=list(steps))
   checkpoint.save(checkpoint.manager(os.path.join(out, "checkpoints"), max_to_keep=None),
                   steps[-1], params, meta)
   return params

@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from opd_jax import actions as act
 from opd_jax import models
@@ -29,8 +30,14 @@ class CheckpointError(ValueError):
   """A checkpoint that is missing, corrupt, or does not match what loads it."""
 
 
+def absolute(path) -> str:
+  """``path`` made absolute when it is local; object-store paths (``gs://...``) unchanged."""
+  path = str(path)
+  return path if "://" in path else os.path.abspath(path)
+
+
 def manager(directory: str, max_to_keep: int | None = 3) -> ocp.CheckpointManager:
-  directory = os.path.abspath(directory)
+  directory = absolute(directory)
   return ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
@@ -46,13 +53,15 @@ def save(mgr: ocp.CheckpointManager, step: int, params, meta: dict[str, Any],
 
 
 def _with_sharding(tree, sharding):
-  """Abstract targets placed on ``sharding`` (default: this process's first device), so a
-  checkpoint written on another topology (8 devices, a pod) restores here."""
+  """Abstract targets placed on ``sharding`` (one sharding or ``leaf -> sharding``; default:
+  this process's first device), so a checkpoint written on another topology (8 devices, a
+  pod, another fsdp split) restores here."""
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
   def leaf(x):
     if hasattr(x, "shape") and hasattr(x, "dtype"):
-      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+      return jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                  sharding=sharding(x) if callable(sharding) else sharding)
     return x
   return jax.tree.map(leaf, tree)
 
@@ -78,20 +87,20 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_params, abstract_opt
 
 def saved_steps(directory: str) -> list[int]:
   """The steps under a manager directory that hold a checkpoint (a ``meta`` item), sorted."""
-  return sorted(int(d) for d in os.listdir(directory)
-                if d.isdigit() and os.path.isdir(os.path.join(directory, d, "meta")))
+  return sorted(int(d.name) for d in epath.Path(directory).iterdir()
+                if d.name.isdigit() and (d / "meta").is_dir())
 
 
 def _resolve(path: str) -> tuple[str, int]:
   """(manager directory, step) for a step dir, a manager dir or a workdir."""
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
-    raise CheckpointError(f"checkpoint path {path} does not exist")
-  base = os.path.basename(path)
-  if base.isdigit() and os.path.isdir(os.path.join(path, "meta")):
-    return os.path.dirname(path), int(base)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    path = os.path.join(path, "checkpoints")
+  p = epath.Path(absolute(path))
+  if not p.is_dir():
+    raise CheckpointError(f"checkpoint path {p} does not exist")
+  if p.name.isdigit() and (p / "meta").is_dir():
+    return str(p.parent), int(p.name)
+  if (p / "checkpoints").is_dir():
+    p = p / "checkpoints"
+  path = str(p)
   steps = saved_steps(path)
   if not steps:
     raise CheckpointError(f"no checkpoint steps (directories holding 'meta') under {path}")

@@ -163,10 +163,12 @@ def describe(inv: Invocation, writes: str) -> str:
 
 
 def save_config(inv: Invocation, directory: str) -> None:
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, f"{inv.tool}_config.json"), "w") as f:
-    json.dump(dict(source=inv.source, overrides=list(inv.overrides),
-                   config=inv.config.to_dict()), f, indent=1, default=str)
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  d = epath.Path(directory)   # local or object storage
+  d.mkdir(parents=True, exist_ok=True)
+  (d / f"{inv.tool}_config.json").write_text(json.dumps(
+      dict(source=inv.source, overrides=list(inv.overrides), config=inv.config.to_dict()),
+      indent=1, default=str))
 
 
 # --------------------------------------------------------------------------- parse

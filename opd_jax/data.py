@@ -39,6 +39,7 @@ import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import struct
 
 from opd_jax import actions as act
@@ -218,9 +219,9 @@ def demo_stats(demos: Demos) -> act.ActionStats:
 
 
 def write_stats(path: str, stats: act.ActionStats) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(stats.to_dict(), f, indent=1)
+  p = epath.Path(path)   # local or object storage
+  p.parent.mkdir(parents=True, exist_ok=True)
+  p.write_text(json.dumps(stats.to_dict(), indent=1))
 
 
 def read_stats(path: str) -> act.ActionStats:

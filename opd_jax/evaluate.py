@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from opd_jax import compiling, parallel, traced
 from opd_jax.rollout import check_execute, rollout
@@ -103,7 +104,8 @@ class Evaluator:
 
 def write_report(result: dict, out_dir: str, title: str = "") -> str:
   """results.json, results.md and episode GIFs under ``out_dir``; returns the Markdown."""
-  os.makedirs(out_dir, exist_ok=True)
+  out = epath.Path(out_dir)   # local or object storage
+  out.mkdir(parents=True, exist_ok=True)
   lines = [f"## {title or 'Evaluation'}", "",
            f"Greedy, {result['episodes_per_task']} fixed initial states per task; "
            f"{result.get('execute', '?')} actions of each chunk run before re-planning.", "",
@@ -113,15 +115,14 @@ def write_report(result: dict, out_dir: str, title: str = "") -> str:
     lines.append(f"| {t} | {ins} | {100 * s:.0f}% |")
   lines.append(f"| **avg** | | **{100 * result['success']:.1f}%** |")
   md = "\n".join(lines) + "\n"
-  with open(os.path.join(out_dir, "results.md"), "w") as f:
-    f.write(md)
-  with open(os.path.join(out_dir, "results.json"), "w") as f:
-    json.dump({k: v for k, v in result.items() if k != "clips"}, f, indent=1)
+  (out / "results.md").write_text(md)
+  (out / "results.json").write_text(
+      json.dumps({k: v for k, v in result.items() if k != "clips"}, indent=1))
   if result.get("clips"):
     import imageio.v2 as imageio  # pylint: disable=import-outside-toplevel
     for (task, i), frames in result["clips"]:
-      imageio.mimsave(os.path.join(out_dir, f"task{task}_ep{i}.gif"), list(frames), duration=0.4,
-                      loop=0)
+      (out / f"task{task}_ep{i}.gif").write_bytes(
+          imageio.mimwrite("<bytes>", list(frames), format="GIF", duration=0.4, loop=0))
   return md
 
 

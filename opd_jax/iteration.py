@@ -23,7 +23,7 @@ from opd_jax import cli, compiling, objectives, parallel, teachers, traced
 from opd_jax.build import checkpoint_stats, make_env, make_student
 from opd_jax.policy import Policy
 from opd_jax.rollout import Batch, episode_metrics, rollout
-from opd_jax.train_state import TrainState, guarded_update, make_optimizer
+from opd_jax.train_state import TrainState, abstract_state, guarded_update, make_optimizer
 
 
 def make_rollout(config, benv, student: Policy, teacher, mesh, num_steps: int):
@@ -154,6 +154,7 @@ class Setup:
   group: int = 1
   refill_rounds: int = 0
   compiler_options: dict | None = None
+  placement: Callable = None  # leaf -> sharding of parameters and optimiser state (fsdp)
   programs: dict = dataclasses.field(default_factory=dict)    # compiled, by name
   evaluators: dict = dataclasses.field(default_factory=dict)  # by (episodes, batch)
 
@@ -206,20 +207,22 @@ def setup(config) -> Setup:
     # to the episode's end, rounded up to whole minibatches (steps after the end are masked)
     num_steps = (config.rollout.policy_steps if config.rollout.policy_steps > 0
                  else mbs * math.ceil(env.max_episode_steps / chunk / mbs))
-    mesh = parallel.make_mesh(config.mesh.data)
+    mesh = parallel.make_mesh(config.mesh.data, config.mesh.get("fsdp", 1))
     tx = make_optimizer(config.optim)
     update = make_update(config, student, tx, num_steps)
   rep = parallel.replicated(mesh)
+  placement = parallel.param_sharding(mesh)
+  state = jax.tree.map(placement, abstract_state(params, tx))
   opts = compiler_options(config)
   collect = jax.jit(make_rollout(config, benv, student, teacher, mesh, num_steps))
-  update = jax.jit(update, donate_argnums=(0,), in_shardings=(rep, None, rep),
-                   out_shardings=(rep, rep))
+  update = jax.jit(update, donate_argnums=(0,), in_shardings=(state, None, rep),
+                   out_shardings=(state, rep))
   merge = jax.jit(lambda a, b, src: shard_worlds(merge_worlds(a, b, src), mesh))
   return Setup(setup_key(config), env, env_kw, benv, student, params, origin, teacher, num_steps,
                mesh, tx, collect, update, config.optim.epochs * config.optim.minibatches,
                merge=merge, group=config.rollout.group,
                refill_rounds=config.rl.refill_rounds if obj.advantage == "group" else 0,
-               compiler_options=opts)
+               compiler_options=opts, placement=placement)
 
 
 def compile_iteration(su: Setup, ts: TrainState, teacher_params) -> None:

@@ -1,4 +1,8 @@
-"""Metric sinks at the edge: JSONL, TensorBoard and the progress bar."""
+"""Metric sinks at the edge: JSONL, TensorBoard and the progress bar.
+
+The workdir may be local or object storage (``gs://...``, through ``etils.epath``); object
+stores cannot append, so there the JSONL file is rewritten whole at every write, and
+TensorBoard events are written only to local workdirs."""
 from __future__ import annotations
 
 import json
@@ -7,6 +11,7 @@ import os
 import time
 
 import numpy as np
+from etils import epath
 
 
 class MetricWriter:
@@ -18,9 +23,14 @@ class MetricWriter:
     self._tb = None
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    if tensorboard:
+    root = epath.Path(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    self.path = root / "metrics.jsonl"
+    self._remote = "://" in str(workdir)
+    self._text = (self.path.read_text() if self.path.exists() else "") if self._remote else ""
+    if tensorboard and self._remote:
+      print(f"metrics: {self.path} only (TensorBoard events are written to local workdirs)")
+    elif tensorboard:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
         self._tb = SummaryWriter(os.path.join(workdir, "tb"))
@@ -31,8 +41,13 @@ class MetricWriter:
     row = {k: _scalar(v) for k, v in scalars.items()}
     if not self.enabled:
       return row
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), "time": time.time(), **row}) + "\n")
+    line = json.dumps({"step": int(step), "time": time.time(), **row}) + "\n"
+    if self._remote:
+      self._text += line
+      self.path.write_text(self._text)
+    else:
+      with self.path.open("a") as f:
+        f.write(line)
     if self._tb is not None:
       for k, v in row.items():
         if isinstance(v, float) and math.isfinite(v):
@@ -51,5 +66,5 @@ def _scalar(v):
 
 
 def read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
+  with epath.Path(path).open() as f:
     return [json.loads(line) for line in f if line.strip()]

@@ -4,10 +4,14 @@ On CPU, XLA runs one device's work on about one core, so a CPU host should
 expose as many devices as cores (``--xla_force_host_platform_device_count``;
 opd_jax.train sets it from ``--host_devices``).
 
+Parameters are replicated unless ``config.mesh.fsdp`` > 1 splits them (and the optimiser
+state and the teacher's parameters) over an ``fsdp`` axis, for models too large for one
+device.
+
 Several processes (a pod's hosts; ``launch/local.sh`` on one machine) run the same
 programs on one global mesh after ``jax.distributed.initialize()`` (``--distributed``).
 Each world's random key is split from the run's key inside the compiled rollout and the
-worlds are sharded over the ``data`` axis, so every process steps only its own shard, and
+worlds are sharded over the mesh, so every process steps only its own shard, and
 the numbers do not depend on how many processes share the mesh (a test compares two
 processes with one). Host-side code sees global arrays only through :func:`to_host`;
 files are written by the main process (:func:`is_main`); a stop is agreed by all
@@ -20,17 +24,29 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+WORLDS = ("data", "fsdp")   # a batch's world (or sample) axis is split over every device
 
-def make_mesh(num_devices: int = -1) -> Mesh:
-  """A 1-D ``data`` mesh over the first ``num_devices`` devices (-1: all, of every process)."""
+
+def make_mesh(data: int = -1, fsdp: int = 1) -> Mesh:
+  """A ``data`` x ``fsdp`` mesh over the first ``data * fsdp`` devices (data=-1: all of them,
+  of every process). Batches are split over both axes; parameters, optimiser state and the
+  teacher's parameters over ``fsdp`` (:func:`param_sharding`; fsdp=1: replicated)."""
   devices = jax.devices()
-  n = len(devices) if num_devices in (-1, None) else num_devices
+  if fsdp < 1 or len(devices) % fsdp:
+    raise ValueError(f"config.mesh.fsdp={fsdp} must be >= 1 and divide the {len(devices)} "
+                     f"device(s), e.g. {_divisors(len(devices))}")
+  n = len(devices) if data in (-1, None) else data * fsdp
   if not 1 <= n <= len(devices):
-    raise ValueError(f"config.mesh.data={num_devices}, but {len(devices)} device(s) are visible")
+    raise ValueError(f"config.mesh.data={data} x config.mesh.fsdp={fsdp} devices, but "
+                     f"{len(devices)} are visible")
   if jax.process_count() > 1 and n != len(devices):
-    raise ValueError(f"config.mesh.data={num_devices}: with {jax.process_count()} processes the "
-                     f"mesh spans every device ({len(devices)}); use -1")
-  return Mesh(np.asarray(devices[:n]), ("data",))
+    raise ValueError(f"config.mesh.data={data}: with {jax.process_count()} processes the mesh "
+                     f"spans every device ({len(devices)}); use -1")
+  return Mesh(np.asarray(devices[:n]).reshape(n // fsdp, fsdp), ("data", "fsdp"))
+
+
+def _divisors(n: int) -> list[int]:
+  return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -38,13 +54,40 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
-  """Shards dimension ``axis`` over ``data``."""
-  return NamedSharding(mesh, P(*([None] * axis), "data"))
+  """Shards dimension ``axis`` over every device of the mesh."""
+  return NamedSharding(mesh, P(*([None] * axis), WORLDS))
 
 
 def shard_batch(x, mesh: Mesh, axis: int = 0):
-  """Constrains (inside jit) every leaf's ``axis`` dimension onto the data axis."""
+  """Constrains (inside jit) every leaf's ``axis`` dimension onto the whole mesh."""
   return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, batch_sharding(mesh, axis)), x)
+
+
+def param_sharding(mesh: Mesh):
+  """``leaf -> NamedSharding`` for parameters and optimiser state: a leaf's largest dimension
+  that ``fsdp`` divides is split over that axis (ZeRO-3 / FSDP: XLA gathers it where it is
+  used), anything else (scalars, small vectors) is replicated."""
+  k = mesh.shape["fsdp"]
+
+  def sharding(x) -> NamedSharding:
+    dims = [i for i, n in enumerate(getattr(x, "shape", ())) if k > 1 and n % k == 0]
+    if not dims:
+      return replicated(mesh)
+    axis = max(dims, key=lambda i: x.shape[i])
+    return NamedSharding(mesh, P(*([None] * axis), "fsdp"))
+  return sharding
+
+
+def put(tree, sharding):
+  """``tree`` placed by ``sharding`` (one sharding, or ``leaf -> sharding``): host or
+  single-device leaves are copied in shard by shard (no cross-process transfer), global
+  arrays resharded."""
+  def one(x):
+    s = sharding(x) if callable(sharding) else sharding
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return jax.device_put(x, s)
+    return place(x, s)
+  return jax.tree.map(one, tree)
 
 
 def is_main() -> bool:

@@ -30,12 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from envs.control import CONTROL_MODES
 
 from opd_jax import checkpoint, cli, compiling, data, models, parallel
 from opd_jax.policy import Policy, check_obs_matches
 from opd_jax.build import make_env, model_config_from
-from opd_jax.train_state import TrainState, guarded_update, make_optimizer, restore_or_init
+from opd_jax.train_state import (TrainState, abstract_state, guarded_update, make_optimizer,
+                               restore_or_init)
 
 
 def validate(config, overrides=()) -> None:
@@ -229,11 +231,12 @@ def run(config, *, progress: bool = True) -> TrainState:
   graphdef, params = models.make_policy(cfg, seed=config.seed)
   policy = Policy.build(graphdef, cfg, stats, env.instructions)
   with cli.usage_errors():
-    mesh = parallel.make_mesh(config.mesh.data)
+    mesh = parallel.make_mesh(config.mesh.data, config.mesh.get("fsdp", 1))
     tx = make_optimizer(config.optim, total_steps=config.sft.steps)
   rep = parallel.replicated(mesh)
+  place = parallel.param_sharding(mesh)   # parameters: replicated, or split over fsdp
   workdir = config.workdir
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)   # local or object storage
   writes = parallel.is_main()   # files and logs come from process 0
   if writes:
     data.write_stats(os.path.join(workdir, "action_stats.json"), stats)
@@ -247,14 +250,15 @@ def run(config, *, progress: bool = True) -> TrainState:
                         stats_from=stats_origin))
   with cli.usage_errors():
     ts, mgr, old = restore_or_init(workdir, config.checkpoint.keep, init_params if init else params,
-                                   tx, meta, rep, compare=("model", "action_stats"))
+                                   tx, meta, place, compare=("model", "action_stats"))
   start = int(ts.step)
   print(f"resuming from {workdir}/checkpoints/{start}" if old else
         f"warm start from {init}" if init else "fresh start")
   arrays = jax.device_put(arrays, rep)
 
+  state = jax.tree.map(place, abstract_state(ts.params, tx))
   step_fn = jax.jit(make_train_step(config, policy, tx, mesh), donate_argnums=(0,),
-                    out_shardings=(rep, rep))
+                    out_shardings=(state, rep))
   evaluator = None
   if config.eval.every > 0:
     evaluator = eval_lib.Evaluator(benv, policy, episodes_per_task=config.eval.episodes_per_task,

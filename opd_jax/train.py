@@ -18,6 +18,7 @@ import time
 
 import envs  # sets the XLA flag MJX needs on CPU before JAX starts  # noqa: F401  isort: skip
 import jax
+from etils import epath
 from envs.control import CONTROL_MODES
 from envs.tabletop import PHYSICS_BACKENDS
 
@@ -115,21 +116,22 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
                      f"{_RUN_ONLY_FIELDS} differs)")
   env, student, teacher, mesh = su.env, su.student, su.teacher, su.mesh
   workdir = config.workdir
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)   # local or object storage
 
   # ---- state, resumed if the workdir has a checkpoint
-  rep = parallel.replicated(mesh)
+  place = su.placement   # parameters: replicated, or split over the fsdp axis
   meta = dict(model=student.cfg.to_dict(), action_stats=student.stats.to_dict(),
               suite=config.env.suite, env_kwargs=su.env_kw, instructions=list(env.instructions),
               config=config.to_dict(), student_init=su.origin)
   with cli.usage_errors():
-    ts, mgr, old = restore_or_init(workdir, config.checkpoint.keep, su.params, su.tx, meta, rep)
+    ts, mgr, old = restore_or_init(workdir, config.checkpoint.keep, su.params, su.tx, meta,
+                                   place)
   start = int(ts.step)
   env_steps = float(old.get("env_steps_total", 0.0))
   if old:
     print(f"resuming from {workdir}/checkpoints/{start}")
-  t_params = None if teacher is None or teacher.params is None else jax.device_put(
-      teacher.params, rep)
+  t_params = None if teacher is None or teacher.params is None else parallel.put(
+      teacher.params, place)
 
   ev_key = (config.eval.episodes_per_task, config.eval.batch)
   if config.eval.every > 0 and ev_key not in su.evaluators:
@@ -177,7 +179,7 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
     evaluate_now(0, ts.params)   # the curve's first point: the student as it starts
   elif (evaluator is not None and start and start < config.iterations
         and start % config.eval.every == 0
-        and not os.path.isdir(os.path.join(workdir, "eval", f"step_{start}"))):
+        and not (epath.Path(workdir) / "eval" / f"step_{start}").is_dir()):
     evaluate_now(start, ts.params)   # the evaluation a stop skipped
   stopping = False
   with StopRequest() as stop:
@@ -241,7 +243,7 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
     mgr.close()
     return ts
   if config.checkpoint.get("average", 0) and start < config.iterations:
-    average_tail(config, mgr, evaluator, writer, rep)
+    average_tail(config, mgr, evaluator, writer, place)
   writer.close()
   mgr.close()
   return ts

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import optax
+from etils import epath
 from flax import struct
 
 from opd_jax import checkpoint, parallel
@@ -24,6 +25,11 @@ class TrainState:
   params: Any
   opt_state: Any
   nonfinite_updates: jax.Array  # updates skipped because loss or gradients were not finite
+
+
+def abstract_state(params, tx) -> TrainState:
+  """The shapes and types of a train state of ``params`` under optimiser ``tx``."""
+  return jax.eval_shape(lambda p: TrainState(jnp.int32(0), p, tx.init(p), jnp.int32(0)), params)
 
 
 def make_optimizer(o, total_steps: int | None = None) -> optax.GradientTransformation:
@@ -100,23 +106,23 @@ def restore_or_init(workdir: str, keep: int, params, tx, meta: dict, sharding, *
   if unreadable:
     mgr.close()
     for step, why in unreadable if parallel.is_main() else ():
-      aside = os.path.join(directory, f"{step}.unreadable")
+      aside = epath.Path(directory) / f"{step}.unreadable"
       n = 1
-      while os.path.exists(aside):
-        aside, n = os.path.join(directory, f"{step}.unreadable{n}"), n + 1
-      os.rename(os.path.join(directory, str(step)), aside)
+      while aside.exists():
+        aside, n = epath.Path(directory) / f"{step}.unreadable{n}", n + 1
+      (epath.Path(directory) / str(step)).rename(aside)
       print(f"skipping checkpoint {step}, set aside as {aside}: {why}", file=sys.stderr)
     parallel.barrier("checkpoints set aside")
     mgr = checkpoint.manager(directory, max_to_keep=keep)
   if found is None:
     ts = TrainState(jnp.int32(0), params, tx.init(params), jnp.int32(0))
-    return jax.device_put(jax.tree.map(jnp.copy, ts), sharding), mgr, {}
+    return parallel.put(jax.tree.map(jnp.copy, ts), sharding), mgr, {}
   start, params, opt_state, old = found
   problem = _check_model(directory, start, meta, compare, old)
   if problem:
     raise checkpoint.CheckpointError(problem)
   ts = TrainState(jnp.int32(start), params, opt_state, jnp.int32(int(old.get("nonfinite_updates", 0))))
-  return jax.device_put(jax.tree.map(jnp.copy, ts), sharding), mgr, old
+  return parallel.put(jax.tree.map(jnp.copy, ts), sharding), mgr, old
 
 
 def _check_model(directory: str, step: int, meta: dict, compare, old: dict | None = None) -> str:

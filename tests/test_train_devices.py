@@ -20,7 +20,13 @@ import jax
 from tests.test_train_devices import devices_config
 from opd_jax import train
 assert jax.device_count() == 8
-train.run(devices_config(sys.argv[2], 8), progress=False)
+replicated = train.run(devices_config(sys.argv[2], 8), progress=False)
+c = devices_config(sys.argv[3], 8)
+c.mesh.data, c.mesh.fsdp = 2, 4   # the same 8 worlds on 8 devices; parameters split in 4
+split = train.run(c, progress=False)
+per_device = lambda ts: sum(x.addressable_shards[0].data.nbytes
+                            for x in jax.tree.leaves((ts.params, ts.opt_state)))
+print("BYTES", per_device(replicated), per_device(split))
 """
 
 
@@ -61,10 +67,11 @@ def test_eight_devices_match_one_device(tmp_path):
   1e-7 difference in logits can flip a sampled token, after which physics diverges (measured:
   metrics of iteration 1 agree to ~1e-6 relative, parameters after 2 iterations differ by 1e-3).
   """
-  proc = subprocess.Popen([sys.executable, "-c", _DEVICES_SCRIPT, REPO, str(tmp_path / "eight")],
+  proc = subprocess.Popen([sys.executable, "-c", _DEVICES_SCRIPT, REPO, str(tmp_path / "eight"),
+                           str(tmp_path / "fsdp")],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
   one = train.run(devices_config(tmp_path / "one", 1), progress=False)
-  _, err = proc.communicate(timeout=1500)
+  out, err = proc.communicate(timeout=1500)
   assert proc.returncode == 0, err[-3000:]
   # The 8-device checkpoint restores in this 1-device process (a pod-trained teacher on a laptop).
   _, eight, _, _, meta = checkpoint.load_policy(str(tmp_path / "eight"))
@@ -93,3 +100,13 @@ def test_eight_devices_match_one_device(tmp_path):
   assert m8["rollout/control_steps"] == m1["rollout/control_steps"] > 0
   for k in ("train/loss", "train/reverse_kl", "train/entropy", "rollout/dense_reward"):
     assert abs(m1[k] - m8[k]) <= 1e-4 * (1 + abs(m1[k])), (k, m1[k], m8[k])
+  # config.mesh.fsdp=4: parameters and optimiser state split over 4 of the 8 devices hold ~1/4
+  # of the bytes per device (scalars and vectors no split divides stay whole) and take the
+  # replicated run's update
+  replicated, split = (int(b) for b in out.split("BYTES")[1].split())
+  assert split < replicated / 4 * 1.1, (split, replicated)
+  _, fsdp, _, _, _ = checkpoint.load_policy(str(tmp_path / "fsdp"))
+  df = update(fsdp, False)
+  assert np.linalg.norm(df - d8) / np.linalg.norm(d8) < 1e-4, np.linalg.norm(df - d8) / np.linalg.norm(d8)
+  sf = update(fsdp, True)
+  assert np.linalg.norm(sf - s8) / np.linalg.norm(s8) < 1e-2, np.linalg.norm(sf - s8) / np.linalg.norm(s8)
