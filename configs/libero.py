@@ -128,6 +128,10 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
   # Stop (exit 1, naming the last checkpoint) after this many iterations in a row whose every
   # gradient step was non-finite and skipped; 0 = never.
   c.stop_after_nonfinite = 5
+  # resume_from: a checkpoint (of another run) whose weights start this one, with a fresh
+  # optimiser and iteration count; the architecture is this config's and must match it. Only a
+  # new workdir: one that holds checkpoints resumes from its own (the automatic resume).
+  c.resume_from = ""
   # a data x fsdp mesh (data=-1: every device): the batch is split over all its devices, the
   # parameters, optimiser state and teacher over the fsdp ones (1: replicated)
   c.mesh = dict(data=-1, fsdp=1)

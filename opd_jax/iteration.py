@@ -160,7 +160,7 @@ class Setup:
 
 
 _RUN_ONLY_FIELDS = ("workdir", "iterations", "log_every", "checkpoint", "eval",
-                    "stop_after_nonfinite")
+                    "stop_after_nonfinite", "resume_from")
 
 
 def compiler_options(config) -> dict | None:

@@ -86,6 +86,10 @@ def validate(config, overrides=()) -> None:
        "refills replace the groups dynamic sampling drops: set rl.dynamic_sampling=True too")
   need(config.teacher.temperature > 0, "teacher.temperature",
        f"must be > 0, got {config.teacher.temperature}")
+  need(config.mesh.data == -1 or config.mesh.data >= 1, "mesh.data",
+       f"must be -1 (every device) or >= 1, got {config.mesh.data}")
+  need(config.mesh.get("fsdp", 1) >= 1, "mesh.fsdp",
+       f"must be >= 1 (1 = parameters replicated), got {config.mesh.get('fsdp')}")
   need(config.checkpoint.every >= 1, "checkpoint.every", f"must be >= 1, got {config.checkpoint.every}")
   avg = config.checkpoint.get("average", 0)
   need(avg == 0 or 2 <= avg <= config.checkpoint.keep, "checkpoint.average",
@@ -129,7 +133,14 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
   start = int(ts.step)
   env_steps = float(old.get("env_steps_total", 0.0))
   if old:
-    print(f"resuming from {workdir}/checkpoints/{start}")
+    print(f"resuming from {workdir}/checkpoints/{start}"
+          + (f" (config.resume_from={config.resume_from} is for a new workdir: not used)"
+             if config.get("resume_from") else ""))
+  elif config.get("resume_from"):
+    with cli.usage_errors():
+      ts = weights_from(config.resume_from, ts, student, su.tx, place)
+    print(f"weights from {config.resume_from} (config.resume_from); a fresh optimiser, "
+          f"iteration 0")
   t_params = None if teacher is None or teacher.params is None else parallel.put(
       teacher.params, place)
 
@@ -247,6 +258,23 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
   writer.close()
   mgr.close()
   return ts
+
+
+def weights_from(path: str, ts: TrainState, student, tx, place) -> TrainState:
+  """``ts`` with the parameters of the checkpoint at ``path`` and a fresh optimiser state; the
+  checkpoint must hold this run's model and action statistics."""
+  _, params, cfg, stats, _ = checkpoint.load_policy(path)
+  if cfg.to_dict() != student.cfg.to_dict():
+    diff = sorted(k for k, v in cfg.to_dict().items() if student.cfg.to_dict().get(k) != v)
+    raise cli.UsageError(
+        f"config.resume_from: {path} holds another model than this run's student (differs in "
+        f"{', '.join(diff)}); start from it with --config.student.init={path} instead, which "
+        f"takes its architecture")
+  if stats.to_dict() != student.stats.to_dict():
+    raise cli.UsageError(f"config.resume_from: {path} was trained with other action statistics "
+                         f"than this run's student (a token would mean another action)")
+  params = parallel.put(params, place)
+  return ts.replace(params=params, opt_state=parallel.put(tx.init(params), place))
 
 
 def teacher_name(config) -> str:

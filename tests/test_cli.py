@@ -54,6 +54,8 @@ def _refused(capsys, tool, args):
      r"config\.teacher\.checkpoint: teacher\.kind='checkpoint' needs a path"),
     ("train", ["--config.objective=reverse_kld"], r"config\.objective: 'reverse_kld' is not one"),
     ("train", ["--host_devices=-1"], r"--host_devices must be >= 0"),
+    ("train", ["--config.mesh.fsdp=0"], r"config\.mesh\.fsdp: must be >= 1"),
+    ("train", ["--config.mesh.data=0"], r"config\.mesh\.data: must be -1 \(every device\) or >= 1"),
     ("train", ["stray"], r"unexpected argument"),
     ("sft", [], r"config\.data\.path: give the demos"),
     ("collect", [], r"config\.out: give the HDF5 file"),
@@ -80,6 +82,16 @@ def test_setup_errors_are_one_line(capsys, tmp_path):
   assert "checkpoint path /nowhere does not exist" in line
   line = _refused(capsys, "train", base + ["--config.student.init=/nowhere/student"])
   assert "checkpoint path /nowhere/student does not exist" in line
+  # impossible combinations found while building (this process has one device)
+  for args, match in (
+      (["--config.mesh.fsdp=2"], r"config\.mesh\.fsdp=2 must be >= 1 and divide the 1 device\(s\)"),
+      (["--config.mesh.data=4"], r"config\.mesh\.data=4 x config\.mesh\.fsdp=1 devices, but 1 are "
+                                 r"visible"),
+      (["--config.env.suite=libero_object", "--config.teacher.kind=checkpoint",
+        "--config.teacher.checkpoint=pretrained/libero_object_teacher"],
+       r"teacher model expects 64x64 images but the suite renders 32x32")):
+    line = _refused(capsys, "train", base + args)
+    assert re.search(match, line), line
 
 
 def _readme_commands():

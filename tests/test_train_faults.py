@@ -17,6 +17,7 @@ import optax
 import pytest
 
 from opd_jax import checkpoint, cli, train
+from opd_jax.logging import read_jsonl
 from opd_jax.train_state import restore_or_init
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -132,3 +133,53 @@ def test_sigterm_to_the_cli_saves_and_exits_0(tmp_path):
                      capture_output=True, text=True, timeout=600)
   assert r.returncode == 0 and f"resuming from {tmp_path / 'run'}/checkpoints/{steps[0]}" in (
       r.stdout + r.stderr), r.stderr[-2000:]
+
+
+def test_diverging_physics_is_counted_and_training_goes_on(tmp_path):
+  """Physics that blows up (NaN velocities from the second action chunk on, in every world)
+  through the whole trainer: each world keeps its last finite state and ends its episode, the
+  blow-ups are counted in the metrics, the losses stay finite and the parameters move; the next
+  iteration starts from fresh worlds."""
+  c = small_config(tmp_path, iterations=2)
+  su = train.setup(c)
+  env = su.env
+  physics = env._physics   # pylint: disable=protected-access
+
+  def blowing_up(d, target):
+    d1 = physics(d, target)
+    return d1.replace(qvel=jnp.where(d.time > 0.19, jnp.nan, d1.qvel))
+  env._physics = blowing_up   # pylint: disable=protected-access
+  env.blows_up_after_s = 0.19   # a different program: not one traced (and kept) without the fault
+  init = jax.tree.map(jnp.copy, su.params)
+  ts = train.run(c, progress=False, prepared=su)
+  rows = [r for r in read_jsonl(str(tmp_path / "metrics.jsonl")) if "rollout/success" in r]
+  assert len(rows) == 2
+  for r in rows:
+    assert r["rollout/nonfinite_physics"] == 2.0   # one blow-up per world, both worlds
+    assert r["rollout/finished"] == 1.0 and r["rollout/episode_length"] < 8
+    assert r["train/nonfinite_updates"] == 0.0 and jnp.isfinite(r["train/loss"])
+  moved = sum(float(jnp.abs(a - b).sum()) for a, b in zip(jax.tree.leaves(ts.params),
+                                                          jax.tree.leaves(init)))
+  assert moved > 0
+
+
+def test_resume_from_takes_weights_only_and_only_in_a_new_workdir(tmp_path, small_setup, capsys):
+  a = train.run(small_config(tmp_path / "a", iterations=1), progress=False, prepared=small_setup)
+  c = small_config(tmp_path / "b", iterations=0, resume_from=str(tmp_path / "a"))
+  b = train.run(c, progress=False, prepared=small_setup)
+  assert int(b.step) == 0
+  for x, y in zip(jax.tree.leaves(b.opt_state), jax.tree.leaves(small_setup.tx.init(b.params))):
+    assert bool(jnp.all(x == y))   # a fresh optimiser
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    assert bool(jnp.all(x == y))
+  assert "weights from" in capsys.readouterr().out
+  c.iterations = 1
+  train.run(c, progress=False, prepared=small_setup)   # saves b's own checkpoint 1
+  c.iterations = 2
+  train.run(c, progress=False, prepared=small_setup)
+  assert "is for a new workdir: not used" in capsys.readouterr().out
+  # another architecture is refused in one line naming the field, before anything compiles
+  other = small_config(tmp_path / "c", iterations=1, resume_from=str(tmp_path / "a"))
+  other.student.model.chunk = 2
+  with pytest.raises(cli.UsageError, match=r"config\.resume_from: .*another model.*\(differs in chunk\)"):
+    train.run(other, progress=False)
