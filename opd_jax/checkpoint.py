@@ -30,6 +30,11 @@ class CheckpointError(ValueError):
   """A checkpoint that is missing, corrupt, or does not match what loads it."""
 
 
+# The layout of what save writes (items and meta keys). Checkpoints without the field are
+# format 1 (everything written before it was recorded; still read); a newer one is refused.
+FORMAT = 1
+
+
 def absolute(path) -> str:
   """``path`` made absolute when it is local; object-store paths (``gs://...``) unchanged."""
   path = str(path)
@@ -45,6 +50,7 @@ def manager(directory: str, max_to_keep: int | None = 3) -> ocp.CheckpointManage
 def save(mgr: ocp.CheckpointManager, step: int, params, meta: dict[str, Any],
          opt_state=None) -> None:
   """Saves (and waits for) one step: params, optional optimiser state, meta JSON."""
+  meta = dict(meta, format=FORMAT)
   items = dict(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta))
   if opt_state is not None:
     items["opt_state"] = ocp.args.StandardSave(opt_state)
@@ -115,7 +121,9 @@ def read_meta(path: str) -> tuple[dict[str, Any], str, int]:
   if pretrained.is_shipped(path):
     import json  # pylint: disable=import-outside-toplevel
     with open(os.path.join(path, "meta.json")) as f:
-      return json.load(f), path, 0
+      meta = json.load(f)
+    check_format(meta, path)
+    return meta, path, 0
   directory, step = _resolve(path)
   mgr = manager(directory, max_to_keep=None)
   try:
@@ -127,7 +135,17 @@ def read_meta(path: str) -> tuple[dict[str, Any], str, int]:
     if key not in (meta or {}):
       raise CheckpointError(f"checkpoint {directory}/{step} meta lacks {key!r}: it was not "
                             f"written by opd_jax (keys: {sorted(meta or {})})")
+  check_format(meta, f"{directory}/{step}")
   return meta, directory, step
+
+
+def check_format(meta: dict, where: str) -> None:
+  """Refuses a checkpoint written in a newer layout than this version reads."""
+  fmt = meta.get("format", 1)
+  if not isinstance(fmt, int) or fmt > FORMAT:
+    raise CheckpointError(f"checkpoint {where} is in format {fmt!r}, newer than this opd_jax "
+                          f"reads (format {FORMAT}): update opd_jax (git pull; pip install -e .) "
+                          f"to load it")
 
 
 def saved_model(meta: dict | None) -> dict | None:

@@ -86,6 +86,7 @@ def load(path: str):
   card = verify(path)
   with open(os.path.join(path, "meta.json")) as f:
     meta = json.load(f)
+  checkpoint.check_format(meta, path)
   try:
     cfg = models.ModelConfig.from_dict(meta["model"])
     stats = act.ActionStats.from_dict(meta["action_stats"])

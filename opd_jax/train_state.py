@@ -118,6 +118,7 @@ def restore_or_init(workdir: str, keep: int, params, tx, meta: dict, sharding, *
     ts = TrainState(jnp.int32(0), params, tx.init(params), jnp.int32(0))
     return parallel.put(jax.tree.map(jnp.copy, ts), sharding), mgr, {}
   start, params, opt_state, old = found
+  checkpoint.check_format(old, f"{directory}/{start}")
   problem = _check_model(directory, start, meta, compare, old)
   if problem:
     raise checkpoint.CheckpointError(problem)

@@ -183,3 +183,21 @@ def test_resume_from_takes_weights_only_and_only_in_a_new_workdir(tmp_path, smal
   other.student.model.chunk = 2
   with pytest.raises(cli.UsageError, match=r"config\.resume_from: .*another model.*\(differs in chunk\)"):
     train.run(other, progress=False)
+
+
+def test_a_checkpoint_in_a_newer_format_is_refused_in_one_line(tmp_path, capsys):
+  params, tx, meta = _tiny(tmp_path, steps=(1,))
+  path = tmp_path / "checkpoints" / "1" / "meta" / "metadata"
+  saved = json.loads(path.read_text())
+  assert saved["format"] == checkpoint.FORMAT
+  path.write_text(json.dumps(dict(saved, format=checkpoint.FORMAT + 1)))
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  with pytest.raises(checkpoint.CheckpointError, match="newer than this opd_jax reads"):
+    restore_or_init(str(tmp_path), 3, params, tx, meta, sharding)
+  assert os.listdir(tmp_path / "checkpoints") == ["1"]   # refused, not set aside
+  from opd_jax import evaluate   # pylint: disable=import-outside-toplevel
+  with pytest.raises(SystemExit) as e:
+    cli.run("evaluate", evaluate.main, ["evaluate", f"--config.checkpoint={tmp_path}"],
+            default_config=evaluate.default_config, validate=evaluate.validate)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert e.value.code == 2 and len(err) == 1 and f"in format {checkpoint.FORMAT + 1}" in err[0]
