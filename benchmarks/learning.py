@@ -34,6 +34,9 @@ class Experiment:
   runs: dict[str, tuple[str, ...]]   # name -> --config.* flags
 
 
+_GRPO = ("--config.objective=grpo", "--config.rollout.group=4", "--config.rollout.prompts=2",
+         "--config.rl.refill_rounds=1")
+
 EXPERIMENTS = {
     "ablation": Experiment(
         "Which objective: per-token reverse KL (sampled, exact), forward KL, hard CE. The "
@@ -47,13 +50,11 @@ EXPERIMENTS = {
          for g in (2, 4, 8)}),
     "efficiency": Experiment(
         "Sample efficiency from the same one-demo student: OPD against GRPO (sparse success, "
-        "groups of 4 sampled at 1.6, one refill round), and the two summed (the paper's "
-        "Distill + GRPO, at OPD's temperature).",
-        {"opd": (), "grpo": ("--config.objective=grpo", "--config.rollout.group=4",
-                             "--config.rollout.prompts=2", "--config.rollout.temperature=1.6",
-                             "--config.rl.refill_rounds=1"),
-         "opd_grpo": ("--config.objective=reverse_kl+grpo", "--config.rollout.group=4",
-                      "--config.rollout.prompts=2", "--config.rl.refill_rounds=1")}),
+        "groups of 4, one refill round) at OPD's rollout temperature, and the two summed (the "
+        "paper's Distill + GRPO). grpo_t16 samples at 1.6, as the teacher's GRPO refinement "
+        "does: the one-demo student then never succeeds, so no group carries a signal.",
+        {"opd": (), "grpo": _GRPO, "opd_grpo": ("--config.objective=reverse_kl+grpo", *_GRPO[1:]),
+         "grpo_t16": (*_GRPO, "--config.rollout.temperature=1.6")}),
     "expert": Experiment(
         "The privileged scripted expert as the teacher (free, valid at any state, but the "
         "pixel student cannot see what it sees).",
