@@ -84,8 +84,10 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_params, abstract_opt
   try:
     r = mgr.restore(step, args=ocp.args.Composite(**items))
   except Exception as e:  # orbax raises several types for shape / structure / file problems
+    why = str(e).split(" See full TensorStore")[0].rstrip(".")   # the spec after it is pages long
+    why = why if len(why) <= 300 else why[:300] + "..."
     raise CheckpointError(
-        f"cannot restore checkpoint {where}: {type(e).__name__}: {e}. It is corrupt or was "
+        f"cannot restore checkpoint {where}: {type(e).__name__}: {why}. It is corrupt or was "
         f"written for a different model/optimiser configuration; move it away to start afresh "
         f"(nothing is deleted automatically)") from e
   return r.params, (r.opt_state if abstract_opt_state is not None else None), r.meta
