@@ -1,7 +1,7 @@
 """The paper's learning experiments on libero_object, one command each (resumable).
 
   python benchmarks/learning.py ablation [--iterations 40] [--seeds 0] [--report]
-  python benchmarks/learning.py groups | efficiency | expert
+  python benchmarks/learning.py groups | efficiency | forgetting | expert
 
 Each experiment is a set of training runs of ``python -m opd_jax.train --config
 configs/libero.py`` (from the shipped one-demo student and teacher unless a run says
@@ -37,6 +37,8 @@ class Experiment:
 _GRPO = ("--config.objective=grpo", "--config.rollout.group=4", "--config.rollout.prompts=2",
          "--config.rl.refill_rounds=1")
 
+TRAINED = (0, 1, 2, 3, 4)   # the forgetting experiment's post-training tasks
+
 EXPERIMENTS = {
     "ablation": Experiment(
         "Which objective: per-token reverse KL (sampled, exact), forward KL, hard CE. The "
@@ -55,6 +57,13 @@ EXPERIMENTS = {
         "does: the one-demo student then never succeeds, so no group carries a signal.",
         {"opd": (), "grpo": _GRPO, "opd_grpo": ("--config.objective=reverse_kl+grpo", *_GRPO[1:]),
          "grpo_t16": (*_GRPO, "--config.rollout.temperature=1.6")}),
+    "forgetting": Experiment(
+        "Forgetting: the one-demo student (SFT on all ten tasks) post-trained on tasks 0-4 only, "
+        "evaluated on all ten, so tasks 5-9 show what post-training on the others costs (the "
+        "full-data SFT arm is not wired yet).",
+        {name: (*flags, f"--config.env.tasks=({','.join(map(str, TRAINED))})",
+                "--config.eval.tasks=(0,1,2,3,4,5,6,7,8,9)")
+         for name, flags in (("opd", ()), ("grpo", _GRPO))}),
     "expert": Experiment(
         "The privileged scripted expert as the teacher (free, valid at any state, but the "
         "pixel student cannot see what it sees).",
@@ -83,6 +92,17 @@ def finished(wd: str, iterations: int) -> bool:
   return max(steps, default=0) >= iterations
 
 
+def held_out(metrics: str) -> str:
+  """``iteration: trained% / held-out%`` at each evaluation of a forgetting run."""
+  with open(metrics) as f:
+    rows = [r for r in map(json.loads, filter(str.strip, f)) if "eval/task_9" in r]
+
+  def mean(r, tasks):
+    return 100 * sum(r[f"eval/task_{t}"] for t in tasks) / len(tasks)
+  rest = [t for t in range(10) if t not in TRAINED]
+  return ", ".join(f"{r['step']}: {mean(r, TRAINED):.0f} / {mean(r, rest):.0f}" for r in rows)
+
+
 def report(exp: str, seeds: list[int]) -> str:
   e = EXPERIMENTS[exp]
   lines = [f"## {exp}", "", e.question, "",
@@ -100,6 +120,8 @@ def report(exp: str, seeds: list[int]) -> str:
         secs = [r["time/iteration_s"] for r in map(json.loads, filter(str.strip, f))
                 if "time/iteration_s" in r]
       ev = ", ".join(f"{it}: {100 * s:.0f}" for _, it, s in evals)
+      if exp == "forgetting":
+        ev = held_out(os.path.join(REPO, wd, "metrics.jsonl"))
       ent_s = (f"{sum(ent[:5]) / len(ent[:5]):.2f} -> {sum(ent[-5:]) / len(ent[-5:]):.2f}"
                if ent else "-")
       lines.append(f"| {name} | {seed} | {max(cum, default=0)} | {max(cum.values(), default=0):.0f} "

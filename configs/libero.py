@@ -120,8 +120,9 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
 
   c.log_every = 1
   # Greedy evaluation on the first episodes_per_task fixed evaluation states of every task;
-  # at_start: also before the first iteration (step 0), the curve's starting point.
-  c.eval = dict(every=10, episodes_per_task=5, batch=25, videos=2, at_start=True)
+  # at_start: also before the first iteration (step 0), the curve's starting point. tasks: the
+  # task ids evaluated (() = the trained ones, env.tasks; others measure forgetting).
+  c.eval = dict(every=10, episodes_per_task=5, batch=25, videos=2, at_start=True, tasks=())
   # average >= 2: after the last iteration, the mean parameters of the last `average` kept
   # checkpoints (opd_jax.average) go to WORKDIR/average and are evaluated (eval_average/*).
   c.checkpoint = dict(every=10, keep=3, average=0)
@@ -148,7 +149,7 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
     c.rollout.prompts, c.rollout.group = 2, 1
     c.optim.minibatches = 1
     c.iterations = 2
-    c.eval = dict(every=2, episodes_per_task=1, batch=10, videos=1, at_start=False)
+    c.eval = dict(every=2, episodes_per_task=1, batch=10, videos=1, at_start=False, tasks=())
     c.checkpoint.every = 1
     c.llvm_opt_level = 0
   if "pod" in variants:

@@ -144,12 +144,19 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
   t_params = None if teacher is None or teacher.params is None else parallel.put(
       teacher.params, place)
 
-  ev_key = (config.eval.episodes_per_task, config.eval.batch)
+  # the tasks evaluated: config.eval.tasks, else the trained ones (held-out tasks measure
+  # forgetting)
+  ev_tasks = tuple(config.eval.get("tasks", ())) or tuple(config.env.tasks)
+  bad = [t for t in ev_tasks if not 0 <= t < env.num_tasks]
+  if bad:
+    raise cli.UsageError(f"config.eval.tasks: {bad} out of range: {config.env.suite} has tasks "
+                         f"0..{env.num_tasks - 1}")
+  ev_key = (config.eval.episodes_per_task, config.eval.batch, ev_tasks)
   if config.eval.every > 0 and ev_key not in su.evaluators:
     su.evaluators[ev_key] = eval_lib.Evaluator(
         su.benv, student, episodes_per_task=config.eval.episodes_per_task,
         batch=config.eval.batch, num_steps=su.num_steps, compiler_options=compiler_options(config),
-        tasks=tuple(config.env.tasks), mesh=mesh)
+        tasks=ev_tasks, mesh=mesh)
   evaluator = su.evaluators.get(ev_key)
   writes = parallel.is_main()   # files and logs come from process 0
   writer = MetricWriter(workdir, enabled=writes)
@@ -287,7 +294,7 @@ def teacher_name(config) -> str:
 def eval_row(res: dict, prefix: str) -> dict:
   """Metrics row of one greedy evaluation: success, episode length, success per task."""
   row = {f"{prefix}/success": res["success"], f"{prefix}/episode_length": res["episode_length"]}
-  row.update({f"{prefix}/task_{i}": s for i, s in enumerate(res["per_task"])})
+  row.update({f"{prefix}/task_{t}": s for t, s in zip(res["task_ids"], res["per_task"])})
   return row
 
 

@@ -87,6 +87,7 @@ def test_setup_errors_are_one_line(capsys, tmp_path):
       (["--config.mesh.fsdp=2"], r"config\.mesh\.fsdp=2 must be >= 1 and divide the 1 device\(s\)"),
       (["--config.mesh.data=4"], r"config\.mesh\.data=4 x config\.mesh\.fsdp=1 devices, but 1 are "
                                  r"visible"),
+      (["--config.eval.tasks=(3,12)"], r"config\.eval\.tasks: \[12\] out of range"),
       (["--config.env.suite=libero_object", "--config.teacher.kind=checkpoint",
         "--config.teacher.checkpoint=pretrained/libero_object_teacher"],
        r"teacher model expects 64x64 images but the suite renders 32x32")):
