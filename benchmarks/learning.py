@@ -59,8 +59,12 @@ EXPERIMENTS = {
          "grpo_t16": (*_GRPO, "--config.rollout.temperature=1.6")}),
     "forgetting": Experiment(
         "Forgetting: the one-demo student (SFT on all ten tasks) post-trained on tasks 0-4 only, "
-        "evaluated on all ten, so tasks 5-9 show what post-training on the others costs (the "
-        "full-data SFT arm is not wired yet).",
+        "evaluated on all ten, so tasks 5-9 show what post-training on the others costs. The "
+        "full-data SFT arm is a separate command (not run by this script yet): python -m "
+        "opd_jax.sft --config configs/libero.py:object,sft "
+        "--config.sft.init=pretrained/libero_object_1demo "
+        "--config.data.path=data/libero_object_64.hdf5 --config.data.tasks=(0,1,2,3,4) "
+        "--config.workdir=runs/learning/forgetting/sft_s0 (the demos: scripts/make_checkpoints.sh).",
         {name: (*flags, f"--config.env.tasks=({','.join(map(str, TRAINED))})",
                 "--config.eval.tasks=(0,1,2,3,4,5,6,7,8,9)")
          for name, flags in (("opd", ()), ("grpo", _GRPO))}),

@@ -159,7 +159,8 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
     c.optim.lr = 5e-5
   if "sft" in variants:
     c.workdir = f"runs/sft_{suite}"
-    c.data = dict(path="", demos_per_task=-1, stats_path="", val_fraction=0.0)
+    # tasks: train on these task ids' demos only (() = all; the others measure forgetting)
+    c.data = dict(path="", demos_per_task=-1, stats_path="", val_fraction=0.0, tasks=())
     # shift: random-shift augmentation in pixels (DrQ; matters most with few demos).
     # init: a policy checkpoint to fine-tune (architecture, params and action statistics from
     # it; a fresh optimiser and schedule); "" trains from scratch.

@@ -141,6 +141,13 @@ def load_data(config, env, cfg):
   """(train Demos, val Demos or None, stats, where the stats came from)."""
   d = config.data
   full = data.load(d.path, d.demos_per_task, env.instructions)
+  tasks = tuple(d.get("tasks", ()))
+  if tasks:   # post-training on some tasks only (the others measure forgetting)
+    missing = [t for t in tasks if not 0 <= t < env.num_tasks or t not in full.ep_task]
+    if missing:
+      raise ValueError(f"config.data.tasks: {missing} have no demos in {d.path} (it holds tasks "
+                       f"{sorted(set(full.ep_task.tolist()))})")
+    full = _subset(full, np.isin(full.ep_task, tasks))
   val = None
   if d.val_fraction > 0:
     per_task = np.bincount(full.ep_task, minlength=env.num_tasks)
@@ -246,6 +253,7 @@ def run(config, *, progress: bool = True) -> TrainState:
               env_kwargs=env_kw, instructions=list(env.instructions), config=config.to_dict(),
               student_init=f"sft from {init}" if init else "sft",
               data=dict(path=config.data.path, demos_per_task=config.data.demos_per_task,
+                        tasks=list(config.data.get("tasks", ())),
                         episodes=train.num_episodes, samples=train.num_steps,
                         stats_from=stats_origin))
   with cli.usage_errors():

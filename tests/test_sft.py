@@ -101,6 +101,17 @@ def test_resume_continues_from_saved_step(trained, demo_path, tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_data_tasks_trains_on_those_tasks_only(trained, demo_path, tmp_path):
+  wd, _ = trained
+  stats = os.path.join(wd, "action_stats.json")
+  sft.run(_config(demo_path, str(tmp_path / "two"), 2, data__tasks=(0, 2), data__stats_path=stats),
+          progress=False)
+  meta = checkpoint.load_policy(str(tmp_path / "two"))[4]
+  assert meta["data"]["tasks"] == [0, 2] and meta["data"]["episodes"] == 2 * 3
+  with pytest.raises(ValueError, match=r"config\.data\.tasks: \[5\] have no demos"):
+    sft.run(_config(demo_path, str(tmp_path / "none"), 2, data__tasks=(1, 5)), progress=False)
+
+
 def test_one_demo_student_shares_teacher_stats(trained, demo_path, tmp_path):
   wd, _ = trained
   teacher_stats = os.path.join(wd, "action_stats.json")
