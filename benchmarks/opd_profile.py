@@ -1,13 +1,13 @@
 """Where an OPD iteration's time goes: one run, the same batch, each part jitted alone.
 
-  python benchmarks/opd_profile.py [--student_init DIR] [--teacher_checkpoint DIR] [--reps 2]
+  python benchmarks/opd_profile.py [--config object] [--physics mjx|c] [--reps 2]
 
-Rows (seconds per iteration's worth of work, compile excluded):
-  env      the chunked environment alone (fixed actions, images once per chunk)
-  student  + the student sampling each chunk (rollout without a teacher)
-  hold     + the scripted teacher, current action held for the chunk
-  simulate + the scripted teacher's K-step look-ahead (the default)
-  checkpoint  + a checkpoint teacher's forward pass (with --teacher_checkpoint)
+The default job's config (libero_object: the shipped one-demo student and teacher). Rows
+(seconds per iteration's worth of work, compile excluded):
+  physics  the chunked environment without pixels (fixed actions)
+  env      + both cameras rendered after each chunk (the renderer's cost is the difference)
+  student  + the student sampling each chunk (a rollout without a teacher)
+  teacher  + the config's teacher scoring every token (the rollout program of an iteration)
   iteration   the whole training iteration (the rollout program + the gradient steps)
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from configs import libero  # noqa: E402
 from opd_jax import rollout as rollout_lib  # noqa: E402
-from opd_jax import teachers, train  # noqa: E402
+from opd_jax import train  # noqa: E402
 from opd_jax.train_state import TrainState  # noqa: E402
 
 
@@ -37,51 +37,51 @@ def timed(fn, reps):
 
 def main(argv=None):
   ap = argparse.ArgumentParser()
-  ap.add_argument("--student_init", default="")
-  ap.add_argument("--teacher_checkpoint", default="")
-  ap.add_argument("--suite", default="spatial")
+  ap.add_argument("--config", default="object", help="configs/libero.py's argument")
+  ap.add_argument("--physics", default="mjx", choices=("mjx", "c"))
   ap.add_argument("--reps", type=int, default=2)
   args = ap.parse_args(argv)
-  c = libero.get_config(args.suite)
-  c.student.init = args.student_init
+  c = libero.get_config(args.config)
+  c.env.physics = args.physics
   su = train.setup(c)
   benv, student, params, n = su.benv, su.student, su.params, su.num_steps
+  blind = envs.core.BatchEnv(envs.make(c.env.suite, **dict(su.env_kw, render=False),
+                                       physics=args.physics))
   b = c.rollout.prompts * c.rollout.group
   keys = jax.random.split(jax.random.PRNGKey(0), b)
   tasks = jnp.arange(b) % benv.num_tasks
-  state = jax.jit(benv.reset)(keys, tasks)
   k = student.cfg.chunk
   print(f"{c.env.suite}: {b} worlds x {n} policy steps x chunk {k} = {b * n * k} control steps; "
-        f"student {student.cfg.size}")
+        f"student {student.cfg.size}, teacher {train.teacher_name(c)}, physics {args.physics}")
 
-  @jax.jit
-  def env_only(state):
-    def body(s, _):
-      s, _ = benv.step_chunk(s, jnp.zeros((b, k, benv.action_size)))
-      return s, None
-    return jax.lax.scan(body, state, None, length=n)[0].done
+  def env_only(e):
+    state = jax.jit(e.reset)(keys, tasks)
+
+    @jax.jit
+    def f(state):
+      def body(s, _):
+        s, _ = e.step_chunk(s, jnp.zeros((b, k, e.action_size)))
+        return s, None
+      return jax.lax.scan(body, state, None, length=n)[0].done
+    return lambda: f(state)
+
+  state = jax.jit(benv.reset)(keys, tasks)
+  t_params = None if su.teacher is None else su.teacher.params
 
   def roll(teacher, tparams):
     @jax.jit
     def f(params, state):
       r = rollout_lib.rollout(benv, student, params, state, jax.random.PRNGKey(1), n,
-                              teacher=teacher, teacher_params=tparams)
+                              temperature=c.rollout.temperature, teacher=teacher,
+                              teacher_params=tparams)
       return r.success
     return lambda: f(params, state)
 
-  rows = [("env", timed(lambda: env_only(state), args.reps)),
-          ("student", timed(roll(None, None), args.reps))]
-  for look in ("hold", "simulate"):
-    t = teachers.ScriptedTeacher(env=su.env, stats=student.stats, chunk=k, sigma=0.1,
-                                 lookahead=look)
-    rows.append((look, timed(roll(t, t.params), args.reps)))
-  if args.teacher_checkpoint:
-    tc = c.teacher.copy_and_resolve_references()
-    tc.kind, tc.checkpoint = "checkpoint", args.teacher_checkpoint
-    t = teachers.make(tc, su.env, student)
-    rows.append(("checkpoint", timed(roll(t, t.params), args.reps)))
+  rows = [("physics", timed(env_only(blind), args.reps)),
+          ("env", timed(env_only(benv), args.reps)),
+          ("student", timed(roll(None, None), args.reps)),
+          ("teacher", timed(roll(su.teacher, t_params), args.reps))]
   ts = TrainState(jnp.int32(0), params, su.tx.init(params), jnp.int32(0))
-  t_params = su.teacher.params
   train.compile_iteration(su, ts, t_params)
   rows.append(("iteration", timed(lambda: train.iterate(
       su, jax.tree.map(jnp.copy, ts), t_params, 0)[1]["train/loss"], args.reps)))
