@@ -7,7 +7,8 @@
 #
 # Each process gets JAX_PROCESS_ID=i of JAX_NUM_PROCESSES=NPROC and the module's arguments
 # plus --distributed. Process 0's output goes to the terminal, every process's to
-# LOGDIR/process_i.log (default: a fresh directory under /tmp). The script waits for all and
+# LOGDIR/process_i.log, its pid to LOGDIR/process_i.pid (default LOGDIR: a fresh directory
+# under /tmp). The script waits for all and
 # exits with the first non-zero status; Ctrl-C (or SIGTERM) is passed on to every process.
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n '2,12p' "$0"; exit 2; }
@@ -23,6 +24,7 @@ for ((i = 0; i < NPROC; i++)); do
   JAX_COORDINATOR_ADDRESS="127.0.0.1:$PORT" JAX_NUM_PROCESSES="$NPROC" JAX_PROCESS_ID="$i" \
     python -m "$MODULE" --distributed "$@" > "$LOGDIR/process_$i.log" 2>&1 &
   pids+=("$!")
+  echo "$!" > "$LOGDIR/process_$i.pid"
 done
 tail -n +1 -f "$LOGDIR/process_0.log" --pid "${pids[0]}" &
 status=0

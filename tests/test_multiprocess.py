@@ -1,11 +1,14 @@
 """Several JAX processes on one machine (launch/local.sh: a local coordinator, CPU collectives
 over gloo), the multi-host path of a pod: a short OPD run and a short SFT run on two
 processes compute what one process with the same two-device mesh computes, and each one's
-checkpoint resumes in the other."""
+checkpoint resumes in the other; a stop signal to one process stops both at one iteration."""
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -113,3 +116,28 @@ def test_launch_scripts_are_shellcheck_clean():
   assert len(scripts) >= 4
   r = subprocess.run([exe, *scripts], capture_output=True, text=True)
   assert r.returncode == 0, r.stdout
+
+
+def test_a_stop_signal_to_one_process_stops_both_at_one_iteration(tmp_path):
+  """SIGTERM to process 1 alone (a preempted host): both processes save the same iteration's
+  checkpoint and exit 0, and the launcher with them."""
+  wd, logs = tmp_path / "run", tmp_path / "logs"
+  cmd = ["bash", os.path.join(REPO, "launch", "local.sh"), "opd_jax.train",
+         "--config=configs/libero.py:object,runlocal", "--config.eval.every=0",
+         "--config.iterations=500", f"--config.workdir={wd}"]
+  p = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, NPROC="2", LOGDIR=str(logs)),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 600
+  while not (wd / "metrics.jsonl").exists():   # the first iteration is done
+    assert p.poll() is None and time.time() < deadline, p.communicate()
+    time.sleep(0.5)
+  os.kill(int((logs / "process_1.pid").read_text()), signal.SIGTERM)
+  _, err = p.communicate(timeout=300)
+  assert p.returncode == 0, err[-3000:]
+  said = [re.search(r"stopped after iteration (\d+)", (logs / f"process_{i}.log").read_text())
+          for i in (0, 1)]
+  assert all(said), [(logs / f"process_{i}.log").read_text()[-1500:] for i in (0, 1)]
+  step = int(said[0].group(1))
+  assert int(said[1].group(1)) == step < 500
+  assert "another process: stopped" in (logs / "process_0.log").read_text()
+  assert str(step) in os.listdir(wd / "checkpoints")
