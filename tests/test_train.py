@@ -225,7 +225,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, small_setup):
   assert os.path.exists(tmp_path / "full" / "eval" / "step_0" / "results.md")
   assert os.path.exists(tmp_path / "full" / "average" / "eval" / "step_2" / "results.md")
   # the average is evaluated by the run's own compiled episodes (placed like its parameters)
-  assert su.evaluators[(1, 10)].compiles == 1
+  assert su.evaluators[(1, 10, ())].compiles == 1   # (episodes, batch, tasks: the trained)
   # checkpoint.average = 2: the mean of checkpoints 1 and 2 is written beside the run.
   ck = [checkpoint.load_policy(str(tmp_path / "full" / "checkpoints" / s))[1] for s in ("1", "2")]
   _, avg, _, _, avg_meta = checkpoint.load_policy(str(tmp_path / "full" / "average"))
