@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "flax==0.12.6",
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
+    "etils[epath]>=1.7",   # workdirs on object storage (gs://...): the writers go through epath
     "chex==0.1.92",
     "flatbuffers>=24.3",   # jax.export serialization: compiled-program cache (opd_jax/traced.py)
     "ml_collections>=1.0",
