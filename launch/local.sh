@@ -21,6 +21,7 @@ shift
 pids=()
 trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' INT TERM
 for ((i = 0; i < NPROC; i++)); do
+  : > "$LOGDIR/process_$i.log"   # exists before tail follows it
   JAX_COORDINATOR_ADDRESS="127.0.0.1:$PORT" JAX_NUM_PROCESSES="$NPROC" JAX_PROCESS_ID="$i" \
     python -m "$MODULE" --distributed "$@" > "$LOGDIR/process_$i.log" 2>&1 &
   pids+=("$!")

@@ -40,6 +40,9 @@ def _run(args, workdir, processes, tmp):
         other = f.read()[-3000:]
     pytest.fail(f"{cmd} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n"
                 f"process 1:\n{other}")
+  if processes > 1:   # the main process's whole output, as its log holds it
+    with open(os.path.join(logs, "process_0.log")) as f:
+      return f.read()
   return r.stdout + r.stderr
 
 
