@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from opd_jax import actions as act
-from opd_jax import models
+from opd_jax import models, parallel
 
 
 class CheckpointError(ValueError):
@@ -66,8 +66,7 @@ def _with_sharding(tree, sharding):
 
   def leaf(x):
     if hasattr(x, "shape") and hasattr(x, "dtype"):
-      return jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                  sharding=sharding(x) if callable(sharding) else sharding)
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.sharding_of(sharding, x))
     return x
   return jax.tree.map(leaf, tree)
 

@@ -78,12 +78,17 @@ def param_sharding(mesh: Mesh):
   return sharding
 
 
+def sharding_of(sharding, x):
+  """``sharding`` itself, or what it gives for ``x`` when it is a ``leaf -> sharding``."""
+  return sharding(x) if callable(sharding) else sharding
+
+
 def put(tree, sharding):
   """``tree`` placed by ``sharding`` (one sharding, or ``leaf -> sharding``): host or
   single-device leaves are copied in shard by shard (no cross-process transfer), global
   arrays resharded."""
   def one(x):
-    s = sharding(x) if callable(sharding) else sharding
+    s = sharding_of(sharding, x)
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       return jax.device_put(x, s)
     return place(x, s)

@@ -52,6 +52,7 @@ def _params(path):
 
 def _assert_same(a, b, atol=1e-6):
   import jax  # pylint: disable=import-outside-toplevel
+  assert jax.tree.structure(a) == jax.tree.structure(b)
   for (k, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=atol,
                                err_msg=jax.tree_util.keystr(k))
