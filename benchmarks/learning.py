@@ -1,7 +1,7 @@
 """The paper's learning experiments on libero_object, one command each (resumable).
 
   python benchmarks/learning.py ablation [--iterations 40] [--seeds 0] [--report]
-  python benchmarks/learning.py groups | efficiency | forgetting | expert
+  python benchmarks/learning.py groups | efficiency | forgetting | expert [--runs a,b]
 
 Each experiment is a set of training runs of ``python -m opd_jax.train --config
 configs/libero.py`` (from the shipped one-demo student and teacher unless a run says
@@ -107,11 +107,22 @@ def held_out(metrics: str) -> str:
   return ", ".join(f"{r['step']}: {mean(r, TRAINED):.0f} / {mean(r, rest):.0f}" for r in rows)
 
 
-def report(exp: str, seeds: list[int]) -> str:
+def reached(evals, target: float) -> str:
+  """The environment steps at the first evaluation with success >= target, else the best."""
+  for steps, it, s in evals:
+    if s >= target:
+      return f"{steps:.0f} (iteration {it})"
+  best = max(evals, key=lambda e: e[2], default=None)
+  return "-" if best is None else f"not reached (best {100 * best[2]:.0f}% at {best[1]})"
+
+
+def report(exp: str, seeds: list[int], teacher: float) -> str:
   e = EXPERIMENTS[exp]
+  target = 0.8 * teacher
   lines = [f"## {exp}", "", e.question, "",
            "| run | seed | iterations | env steps | greedy success at each evaluation (iteration: %) "
-           "| entropy first -> last 5 iterations | s/iteration |", "|---|---|---|---|---|---|---|"]
+           f"| env steps to {100 * target:.0f}% (80% of the teacher's {100 * teacher:.1f}%) "
+           "| entropy first -> last 5 iterations | s/iteration |", "|---|---|---|---|---|---|---|---|"]
   runs = []
   for name in e.runs:
     for seed in seeds:
@@ -129,7 +140,8 @@ def report(exp: str, seeds: list[int]) -> str:
       ent_s = (f"{sum(ent[:5]) / len(ent[:5]):.2f} -> {sum(ent[-5:]) / len(ent[-5:]):.2f}"
                if ent else "-")
       lines.append(f"| {name} | {seed} | {max(cum, default=0)} | {max(cum.values(), default=0):.0f} "
-                   f"| {ev} | {ent_s} | {sum(secs) / max(len(secs), 1):.1f} |")
+                   f"| {ev} | {reached(evals, target)} | {ent_s} "
+                   f"| {sum(secs) / max(len(secs), 1):.1f} |")
       runs.append((wd, f"{name} s{seed}"))
   cmd = f"python benchmarks/learning.py {exp} --seeds {','.join(map(str, seeds))}"
   lines += ["", f"Made by `{cmd}`: each run is `python -m opd_jax.train --config=configs/libero.py` "
@@ -154,11 +166,19 @@ def main(argv=None):
   ap.add_argument("--iterations", type=int, default=40)
   ap.add_argument("--eval_every", type=int, default=10)
   ap.add_argument("--seeds", default="0", help="comma-separated")
+  ap.add_argument("--runs", default="", help="comma-separated run names (default: all)")
   ap.add_argument("--report", action="store_true", help="only write the table and the plot")
+  ap.add_argument("--teacher", type=float, default=0.81,
+                  help="the teacher's greedy success (default: pretrained/libero_object_grpo on "
+                       "the 500 evaluation episodes), for the steps-to-80%%-of-teacher column")
   args = ap.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
+  names = list(EXPERIMENTS[args.experiment].runs)
+  chosen = [r for r in args.runs.split(",") if r] or names
+  if unknown := sorted(set(chosen) - set(names)):
+    ap.error(f"--runs: unknown run(s) {unknown} for {args.experiment}; choose from {names}")
   if not args.report:
-    for name in EXPERIMENTS[args.experiment].runs:
+    for name in chosen:
       for seed in seeds:
         wd = workdir(args.experiment, name, seed)
         if finished(wd, args.iterations):
@@ -168,7 +188,7 @@ def main(argv=None):
         os.makedirs(os.path.join(REPO, wd), exist_ok=True)
         with open(os.path.join(REPO, wd + ".log"), "a") as log:
           subprocess.run(["nice", "-n", "5", *cmd], cwd=REPO, stdout=log, stderr=log, check=True)
-  print(report(args.experiment, seeds))
+  print(report(args.experiment, seeds, args.teacher))
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def test_learning_report_from_a_run(tmp_path, monkeypatch):
   os.makedirs(tmp_path / "benchmarks")   # the report runs REPO/benchmarks/opd_curve.py
   shutil.copy(os.path.join(os.path.dirname(learning.__file__), "opd_curve.py"),
               tmp_path / "benchmarks")
-  md = learning.report("groups", [0])
-  assert "| G2 | 0 | 6 | 600 | 5: 40 | 1.70 -> 1.60 | 3.0 |" in md, md
+  md = learning.report("groups", [0], teacher=0.5)
+  assert "| G2 | 0 | 6 | 600 | 5: 40 | 500 (iteration 5) | 1.70 -> 1.60 | 3.0 |" in md, md
   assert (tmp_path / "docs" / "learning_groups.png").exists()
   assert (tmp_path / "benchmarks" / "learning" / "groups.md").read_text() == md
+  assert "not reached (best 40% at 5)" in learning.report("groups", [0], teacher=0.9)
