@@ -70,9 +70,13 @@ EXPERIMENTS = {
          for name, flags in (("opd", ()), ("grpo", _GRPO))}),
     "expert": Experiment(
         "The privileged scripted expert as the teacher (free, valid at any state, but the "
-        "pixel student cannot see what it sees).",
-        {o: ("--config.teacher.kind=scripted", f"--config.objective={o}")
-         for o in ("reverse_kl", "forward_kl", "hard_ce")}),
+        "pixel student cannot see what it sees), with and without DAgger-style aggregation "
+        "(_agg: the last 160 worlds kept, 8 of them replayed beside each iteration's 8).",
+        {f"{o}{agg}": ("--config.teacher.kind=scripted", "--config.teacher.checkpoint=",
+                       f"--config.objective={o}", *flags)
+         for o in ("reverse_kl_exact", "forward_kl", "hard_ce")
+         for agg, flags in (("", ()), ("_agg", ("--config.aggregate.worlds=160",
+                                                "--config.aggregate.replay=8")))}),
 }
 
 

@@ -106,6 +106,11 @@ def get_config(arg: str = "object") -> ml_collections.ConfigDict:
   # visits states its greedy policy never reaches and greedy success fell (26% -> 2% in 20
   # iterations); at 0.5 it rose (26 -> 38% in 30 iterations; benchmarks/RESULTS.md).
   c.rollout = dict(prompts=4, group=2, temperature=0.5, policy_steps=-1)
+  # DAgger-style aggregation (opd_jax/aggregate.py): keep the episodes of the last `worlds`
+  # worlds (per device; a multiple of prompts x group) and add `replay` of them, drawn
+  # uniformly, to every iteration's batch. Only for objectives that read the teacher's whole
+  # distribution (reverse_kl_exact, forward_kl, hard_ce). 0 = off.
+  c.aggregate = dict(worlds=0, replay=0)
   # epochs x minibatches gradient steps per batch of episodes (minibatches split the policy
   # steps). The paper takes one step per batch from an SFT student; a fresh student needs more.
   # Each gradient step is one compiled program called from Python (XLA:CPU runs a

@@ -19,10 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from opd_jax import aggregate as agg_lib
 from opd_jax import cli, compiling, objectives, parallel, teachers, traced
 from opd_jax.build import checkpoint_stats, make_env, make_student
 from opd_jax.policy import Policy
-from opd_jax.rollout import Batch, episode_metrics, rollout
+from opd_jax.rollout import Batch, episode_metrics, rollout, world_axis
 from opd_jax.train_state import TrainState, abstract_state, guarded_update, make_optimizer
 
 
@@ -69,11 +70,6 @@ def make_rollout(config, benv, student: Policy, teacher, mesh, num_steps: int):
     return shard_worlds(batch, mesh), metrics
 
   return collect
-
-
-def world_axis(x) -> int | None:
-  """A batch field's world axis: 1 for [T, B, ...], 0 for [B], None for a scalar."""
-  return None if x.ndim == 0 else 1 if x.ndim > 1 else 0
 
 
 def world_sharding(x, mesh):
@@ -155,6 +151,9 @@ class Setup:
   refill_rounds: int = 0
   compiler_options: dict | None = None
   placement: Callable = None  # leaf -> sharding of parameters and optimiser state (fsdp)
+  capacity: int = 0           # worlds kept for DAgger-style replay (0: off; opd_jax.aggregate)
+  replay: int = 0             # kept worlds added to each iteration's batch
+  aggregate: Callable = None  # jitted (agg, batch, iteration) -> (agg, batch + replay)
   programs: dict = dataclasses.field(default_factory=dict)    # compiled, by name
   evaluators: dict = dataclasses.field(default_factory=dict)  # by (episodes, batch)
 
@@ -218,11 +217,23 @@ def setup(config) -> Setup:
   update = jax.jit(update, donate_argnums=(0,), in_shardings=(state, None, rep),
                    out_shardings=(state, rep))
   merge = jax.jit(lambda a, b, src: shard_worlds(merge_worlds(a, b, src), mesh))
+  agg = config.get("aggregate", {})
+  capacity, replay = agg.get("worlds", 0) * mesh.devices.size, agg.get("replay", 0) * mesh.devices.size
+
+  def aggregate(kept, batch, iteration):
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), iteration),
+                             _REPLAY_STREAM)
+    kept, batch = agg_lib.add_and_sample(kept, batch, key, replay)
+    return kept.replace(kept=shard_worlds(kept.kept, mesh)), shard_worlds(batch, mesh)
   return Setup(setup_key(config), env, env_kw, benv, student, params, origin, teacher, num_steps,
                mesh, tx, collect, update, config.optim.epochs * config.optim.minibatches,
                merge=merge, group=config.rollout.group,
                refill_rounds=config.rl.refill_rounds if obj.advantage == "group" else 0,
-               compiler_options=opts, placement=placement)
+               compiler_options=opts, placement=placement, capacity=capacity, replay=replay,
+               aggregate=jax.jit(aggregate, donate_argnums=(0,)) if capacity else None)
+
+
+_REPLAY_STREAM = 1 << 20   # the replay draw's key, apart from the rollout's rounds
 
 
 def compile_iteration(su: Setup, ts: TrainState, teacher_params) -> None:
@@ -230,9 +241,13 @@ def compile_iteration(su: Setup, ts: TrainState, teacher_params) -> None:
   if "rollout" in su.programs:
     return
   it = jnp.int32(0)
+  def trained_batch(lowered):   # the rollout's batch, with the replayed worlds appended
+    shapes = lowered[0].out_info[0]
+    if su.replay:
+      shapes = agg_lib.widen(shapes, shapes.step_mask.shape[1] + su.replay)
+    return placed_like_worlds(shapes, su.mesh)
   progs = [("the rollout", su.rollout, (it, it, ts.params, teacher_params)),
-           ("the gradient step", su.update,
-            lambda lowered: (ts, placed_like_worlds(lowered[0].out_info[0], su.mesh), it),
+           ("the gradient step", su.update, lambda lowered: (ts, trained_batch(lowered), it),
             compiling.NO_PHYSICS)]
   if su.refill_rounds:   # the batch's shapes come from the rollout's lowering
     progs.append(("the refill", su.merge, lambda lowered: (
@@ -270,11 +285,23 @@ def collect_batch(su: Setup, params, teacher_params, iteration: int):
   return batch, metrics
 
 
-def iterate(su: Setup, ts: TrainState, teacher_params, iteration: int):
-  """One iteration: rollout, then the gradient steps. Returns (ts, metrics); the metrics of
-  the first gradient step are the on-policy ones (``train/*``)."""
+def iterate(su: Setup, ts: TrainState, teacher_params, iteration: int,
+            kept: agg_lib.Aggregate | None = None):
+  """One iteration: rollout, then the gradient steps. Returns (ts, metrics, kept): the
+  metrics of the first gradient step are the on-policy ones (``train/*``); with aggregation
+  (``su.capacity``), ``kept`` is the buffer after this iteration's batch joined it (None
+  starts an empty one)."""
   compile_iteration(su, ts, teacher_params)
   batch, metrics = collect_batch(su, ts.params, teacher_params, iteration)
+  if su.capacity:
+    if kept is None:
+      shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+      wide = agg_lib.widen(shapes, su.capacity)
+      placed = agg_lib.Aggregate(jax.tree.map(lambda x: world_sharding(x, su.mesh), wide),
+                                 parallel.replicated(su.mesh))
+      kept = jax.jit(lambda: agg_lib.empty(shapes, su.capacity), out_shardings=placed)()
+    kept, batch = su.aggregate(kept, batch, jnp.int32(iteration))
+    metrics["rollout/aggregated_worlds"] = jnp.minimum(kept.written, su.capacity)
   first = last = None
   for i in range(su.num_updates):
     ts, m = su.programs["update"](ts, batch, jnp.int32(i))
@@ -283,6 +310,6 @@ def iterate(su: Setup, ts: TrainState, teacher_params, iteration: int):
   metrics = dict(metrics, **{f"train/{k}": v for k, v in first.items()})
   metrics["train/loss_last"] = last["loss"]
   metrics["train/nonfinite_updates"] = ts.nonfinite_updates.astype(jnp.float32)
-  return ts.replace(step=ts.step + 1), metrics
+  return ts.replace(step=ts.step + 1), metrics, kept
 
 

@@ -56,6 +56,11 @@ class Batch:
                            for f in dataclasses.fields(self) if f.name not in whole})
 
 
+def world_axis(x) -> int | None:
+  """A :class:`Batch` field's world axis: 1 for [T, B, ...], 0 for [B], None for a scalar."""
+  return None if x.ndim == 0 else 1 if x.ndim > 1 else 0
+
+
 @struct.dataclass
 class Rollout:
   batch: Batch

@@ -90,6 +90,17 @@ def validate(config, overrides=()) -> None:
        f"must be -1 (every device) or >= 1, got {config.mesh.data}")
   need(config.mesh.get("fsdp", 1) >= 1, "mesh.fsdp",
        f"must be >= 1 (1 = parameters replicated), got {config.mesh.get('fsdp')}")
+  agg = config.get("aggregate", {})
+  worlds, replay = agg.get("worlds", 0), agg.get("replay", 0)
+  per_dev = config.rollout.prompts * config.rollout.group
+  need(worlds >= 0 and worlds % per_dev == 0, "aggregate.worlds",
+       f"must be 0 (off) or a multiple of the {per_dev} worlds per device of an iteration "
+       f"(rollout.prompts x rollout.group), got {worlds}")
+  need(replay >= 0 and (replay > 0) == (worlds > 0), "aggregate.replay",
+       f"must be >= 1 with aggregate.worlds > 0 and 0 without, got {replay} (worlds={worlds})")
+  need(not worlds or obj.off_policy_ok, "aggregate.worlds",
+       f"objective {config.objective!r} is not valid on replayed states (it scores the tokens "
+       f"the student drew then); use reverse_kl_exact, forward_kl or hard_ce, or worlds=0")
   need(config.checkpoint.every >= 1, "checkpoint.every", f"must be >= 1, got {config.checkpoint.every}")
   avg = config.checkpoint.get("average", 0)
   need(avg == 0 or 2 <= avg <= config.checkpoint.keep, "checkpoint.average",
@@ -200,12 +211,16 @@ def run(config, *, progress: bool = True, prepared: Setup | None = None) -> Trai
         and not (epath.Path(workdir) / "eval" / f"step_{start}").is_dir()):
     evaluate_now(start, ts.params)   # the evaluation a stop skipped
   stopping = False
+  kept = None   # the DAgger-style aggregate (config.aggregate), started empty
+  if su.capacity and start:
+    print(f"aggregation: the kept episodes are not checkpointed; the buffer restarts empty at "
+          f"iteration {start}")
   with StopRequest() as stop:
     last_bad, bad_streak, saved = int(ts.nonfinite_updates), 0, start
     limit = config.get("stop_after_nonfinite", 0)
     for step in range(start, config.iterations):
       t0 = time.time()
-      ts, m = iterate(su, ts, t_params, step)
+      ts, m, kept = iterate(su, ts, t_params, step, kept)
       m = jax.device_get(m)
       dt = time.time() - t0
       env_steps += float(m["rollout/control_steps"])

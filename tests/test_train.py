@@ -252,10 +252,10 @@ def test_nonfinite_loss_skips_update_and_counts(tmp_path, small_setup):
   ts = jax.device_put(TrainState(jnp.int32(0), params, su.tx.init(params), jnp.int32(0)), rep)
   steps = config.optim.epochs * config.optim.minibatches
   nan_teacher = jax.device_put({"sigma": jnp.float32(0.0)}, rep)   # teacher log-probs become NaN
-  ts, m = train.iterate(su, ts, nan_teacher, 0)
+  ts, m, _ = train.iterate(su, ts, nan_teacher, 0)
   assert int(ts.nonfinite_updates) == steps and float(m["train/nonfinite_updates"]) == steps
   _params_close(ts.params, su.params, 0.0)
-  ts, m = train.iterate(su, ts, jax.device_put(su.teacher.params, rep), 1)   # training goes on
+  ts, m, _ = train.iterate(su, ts, jax.device_put(su.teacher.params, rep), 1)   # training goes on
   assert int(ts.nonfinite_updates) == steps and int(ts.step) == 2
   assert np.isfinite(float(m["train/loss"]))
   assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(

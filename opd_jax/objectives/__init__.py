@@ -27,13 +27,16 @@ class Objective:
   advantage: str = ""        # "" | "group" (GRPO, needs rollout.group >= 2) | "gae"
   teacher_mean: bool = False  # reads the teacher's expected action (RPD), not its log-probs
   continuous_ok: bool = False  # works for a Gaussian student (no tokens needed)
+  # valid on states an older student visited (DAgger-style replay): reads the teacher's whole
+  # distribution, not the tokens the student drew
+  off_policy_ok: bool = False
 
 
 OBJECTIVES: dict[str, Objective] = {
     "reverse_kl": Objective(reverse_kl, needs_teacher=True),
-    "reverse_kl_exact": Objective(reverse_kl_exact, needs_teacher=True),
-    "forward_kl": Objective(forward_kl, needs_teacher=True),
-    "hard_ce": Objective(hard_ce, needs_teacher=True),
+    "reverse_kl_exact": Objective(reverse_kl_exact, needs_teacher=True, off_policy_ok=True),
+    "forward_kl": Objective(forward_kl, needs_teacher=True, off_policy_ok=True),
+    "hard_ce": Objective(hard_ce, needs_teacher=True, off_policy_ok=True),
     "grpo": Objective(grpo, needs_teacher=False, advantage="group", continuous_ok=True),
     "ppo": Objective(ppo, needs_teacher=False, needs_value=True, advantage="gae",
                      continuous_ok=True),
