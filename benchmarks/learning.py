@@ -80,7 +80,12 @@ EXPERIMENTS = {
 }
 
 
+# Runs with the same flags as another experiment's run share its workdir (run once).
+SAME_AS = {("ablation", "reverse_kl_exact"): ("efficiency", "opd")}
+
+
 def workdir(exp: str, run: str, seed: int) -> str:
+  exp, run = SAME_AS.get((exp, run), (exp, run))
   return os.path.join("runs", "learning", exp, f"{run}_s{seed}")
 
 

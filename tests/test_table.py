@@ -39,14 +39,18 @@ def test_learning_experiments_flags_load_and_validate(monkeypatch):
   import learning   # pylint: disable=import-outside-toplevel
   from opd_jax import cli, train   # pylint: disable=import-outside-toplevel
   monkeypatch.chdir(learning.REPO)
-  n = 0
+  n, configs = 0, {}
   for exp, e in learning.EXPERIMENTS.items():
     for run in e.runs:
       argv = learning.command(exp, run, 0, 10, 5)[3:]
       inv = cli.parse("train", ["train"] + argv, config_file="configs/libero.py")
       train.validate(inv.config)
-      assert inv.config.workdir.endswith(f"{exp}/{run}_s0")
+      same = learning.SAME_AS.get((exp, run))
+      assert inv.config.workdir.endswith("/".join(same or (exp, run)) + "_s0")
+      configs[exp, run] = inv.config
       n += 1
+  for (exp, run), (exp2, run2) in learning.SAME_AS.items():   # shared runs: the same config
+    assert configs[exp, run].to_dict() == configs[exp2, run2].to_dict()
   assert n >= 12
 
 
