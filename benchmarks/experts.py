@@ -1,7 +1,7 @@
 """Scripted-expert success per task on the evaluation initial states.
 
   python benchmarks/experts.py --suite libero_10 --states 50 [--random] [--batch 100] [--control torque]
-      [--noise 0.1] [--iterations 8]
+      [--noise 0.1] [--iterations 8] [--physics c]
 
 --random: each world first takes 0-60 uniform random actions (drawn per world), then the expert
 has a whole episode (the issue's robustness figure, target >= 80%); without it the target is
@@ -29,11 +29,13 @@ def main(argv=None):
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--control", default="torque", help="torque | servo (see envs.control)")
   ap.add_argument("--noise", type=float, default=0.0, help="per-step arm action noise std")
+  ap.add_argument("--physics", default="mjx", choices=("mjx", "c"),
+                  help="mjx, or MuJoCo's C engine called from the compiled step (envs/physics_c.py)")
   ap.add_argument("--iterations", type=int, default=None,
                   help="MuJoCo solver iterations (default: the suite's own)")
   args = ap.parse_args(argv)
   env = envs.make(args.suite, render=False, control=args.control,
-                  solver_iterations=args.iterations)
+                  solver_iterations=args.iterations, physics=args.physics)
   tasks, idx = task_state_grid(env.num_tasks, args.states)
   rng = np.random.default_rng(args.seed)
   prefix = rng.integers(0, 61, tasks.shape) if args.random else None
@@ -54,7 +56,8 @@ def main(argv=None):
   mode = "after 0-60 random actions" if args.random else "from the evaluation states"
   if args.noise:
     mode += f", arm action noise std {args.noise}"
-  print(f"\n{args.suite} ({args.control} control, {env.mj_model.opt.iterations} solver "
+  print(f"\n{args.suite} ({args.physics} physics, {args.control} control, "
+        f"{env.mj_model.opt.iterations} solver "
         f"iterations), {args.states} states per task, {mode}: "
         f"{100 * succ.mean():.1f}% ({int(succ.sum())}/{succ.size}), {time.time() - t0:.0f} s")
   print("| task | " + " | ".join(str(t) for t in range(env.num_tasks)) + " |")
