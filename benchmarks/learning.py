@@ -31,7 +31,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   question: str
-  runs: dict[str, tuple[str, ...]]   # name -> --config.* flags
+  runs: dict[str, tuple[str, ...]]   # name -> --config.* flags of opd_jax.train
+  # name -> --config.* flags of opd_jax.sft (configs/libero.py:object,sft) on the demos of
+  # DATA, for GRADIENT_STEPS x iterations steps: the on-policy runs' number of gradient steps
+  sft: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 _GRPO = ("--config.objective=grpo", "--config.rollout.group=4", "--config.rollout.prompts=2",
@@ -59,15 +62,15 @@ EXPERIMENTS = {
          "grpo_t16": (*_GRPO, "--config.rollout.temperature=1.6")}),
     "forgetting": Experiment(
         "Forgetting: the one-demo student (SFT on all ten tasks) post-trained on tasks 0-4 only, "
-        "evaluated on all ten, so tasks 5-9 show what post-training on the others costs. The "
-        "full-data SFT arm is a separate command (not run by this script yet): python -m "
-        "opd_jax.sft --config configs/libero.py:object,sft "
-        "--config.sft.init=pretrained/libero_object_1demo "
-        "--config.data.path=data/libero_object_64.hdf5 --config.data.tasks=(0,1,2,3,4) "
-        "--config.workdir=runs/learning/forgetting/sft_s0 (the demos: scripts/make_checkpoints.sh).",
+        "evaluated on all ten, so tasks 5-9 show what post-training on the others costs: by OPD, "
+        "by GRPO, and by SFT on the 50 expert demos of each of the five tasks (the same number "
+        "of gradient steps as the on-policy runs, 8 per iteration; the iteration column counts "
+        "SFT steps / 8).",
         {name: (*flags, f"--config.env.tasks=({','.join(map(str, TRAINED))})",
                 "--config.eval.tasks=(0,1,2,3,4,5,6,7,8,9)")
-         for name, flags in (("opd", ()), ("grpo", _GRPO))}),
+         for name, flags in (("opd", ()), ("grpo", _GRPO))},
+        sft={"sft": ("--config.sft.init=pretrained/libero_object_1demo",
+                     f"--config.data.tasks=({','.join(map(str, TRAINED))})")}),
     "expert": Experiment(
         "The privileged scripted expert as the teacher (free, valid at any state, but the "
         "pixel student cannot see what it sees), with and without DAgger-style aggregation "
@@ -89,9 +92,23 @@ def workdir(exp: str, run: str, seed: int) -> str:
   return os.path.join("runs", "learning", exp, f"{run}_s{seed}")
 
 
+GRADIENT_STEPS = 8   # per iteration of the default config (optim.epochs x optim.minibatches)
+DATA = "data/libero_object_64.hdf5"
+COLLECT = ("-m", "opd_jax.collect", "--config.suite=libero_object", "--config.demos_per_task=50",
+           "--config.image_size=64", "--config.batch=32", f"--config.out={DATA}")
+
+
 def command(exp: str, run: str, seed: int, iterations: int, every: int) -> list[str]:
+  wd = workdir(exp, run, seed)
+  if run in EXPERIMENTS[exp].sft:
+    return [sys.executable, "-m", "opd_jax.sft", "--config=configs/libero.py:object,sft",
+            f"--config.workdir={wd}", f"--config.sft.steps={GRADIENT_STEPS * iterations}",
+            f"--config.seed={seed}", f"--config.eval.every={GRADIENT_STEPS * every}",
+            "--config.eval.episodes_per_task=5", "--config.eval.videos=0",
+            f"--config.checkpoint.every={GRADIENT_STEPS * 5}", f"--config.data.path={DATA}",
+            *EXPERIMENTS[exp].sft[run]]
   return [sys.executable, "-m", "opd_jax.train", "--config=configs/libero.py",
-          f"--config.workdir={workdir(exp, run, seed)}", f"--config.iterations={iterations}",
+          f"--config.workdir={wd}", f"--config.iterations={iterations}",
           f"--config.seed={seed}", f"--config.eval.every={every}", "--config.eval.videos=0",
           "--config.checkpoint.every=5", *EXPERIMENTS[exp].runs[run]]
 
@@ -105,15 +122,17 @@ def finished(wd: str, iterations: int) -> bool:
   return max(steps, default=0) >= iterations
 
 
-def held_out(metrics: str) -> str:
-  """``iteration: trained% / held-out%`` at each evaluation of a forgetting run."""
+def held_out(metrics: str, per_iteration: int = 1) -> str:
+  """``iteration: trained% / held-out%`` at each evaluation of a forgetting run (an SFT run's
+  steps divided by ``per_iteration``)."""
   with open(metrics) as f:
     rows = [r for r in map(json.loads, filter(str.strip, f)) if "eval/task_9" in r]
 
   def mean(r, tasks):
     return 100 * sum(r[f"eval/task_{t}"] for t in tasks) / len(tasks)
   rest = [t for t in range(10) if t not in TRAINED]
-  return ", ".join(f"{r['step']}: {mean(r, TRAINED):.0f} / {mean(r, rest):.0f}" for r in rows)
+  return ", ".join(f"{r['step'] // per_iteration}: {mean(r, TRAINED):.0f} / {mean(r, rest):.0f}"
+                   for r in rows)
 
 
 def reached(evals, target: float) -> str:
@@ -133,10 +152,15 @@ def report(exp: str, seeds: list[int], teacher: float) -> str:
            f"| env steps to {100 * target:.0f}% (80% of the teacher's {100 * teacher:.1f}%) "
            "| entropy first -> last 5 iterations | s/iteration |", "|---|---|---|---|---|---|---|---|"]
   runs = []
-  for name in e.runs:
+  for name in [*e.runs, *e.sft]:
     for seed in seeds:
       wd = workdir(exp, name, seed)
       if not os.path.exists(os.path.join(REPO, wd, "metrics.jsonl")):
+        continue
+      if name in e.sft:   # offline: no env steps, no rollout entropy, not on the plot
+        lines.append(f"| {name} (SFT) | {seed} | - | 0 | "
+                     f"{held_out(os.path.join(REPO, wd, 'metrics.jsonl'), GRADIENT_STEPS)} "
+                     f"| - | - | - |")
         continue
       train, evals, cum = load(os.path.join(REPO, wd))
       ent = [t[2] for t in train if t[2] is not None]
@@ -154,6 +178,7 @@ def report(exp: str, seeds: list[int], teacher: float) -> str:
       runs.append((wd, f"{name} s{seed}"))
   cmd = f"python benchmarks/learning.py {exp} --seeds {','.join(map(str, seeds))}"
   lines += ["", f"Made by `{cmd}`: each run is `python -m opd_jax.train --config=configs/libero.py` "
+            f"(SFT runs: `python -m opd_jax.sft --config=configs/libero.py:object,sft`) "
             f"with the flags of its name in benchmarks/learning.py, its seed and "
             f"`--config.workdir={workdir(exp, 'RUN', 0)[:-3]}_sSEED`."]
   if runs:
@@ -182,7 +207,7 @@ def main(argv=None):
                        "the 500 evaluation episodes), for the steps-to-80%%-of-teacher column")
   args = ap.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
-  names = list(EXPERIMENTS[args.experiment].runs)
+  names = list(EXPERIMENTS[args.experiment].runs) + list(EXPERIMENTS[args.experiment].sft)
   chosen = [r for r in args.runs.split(",") if r] or names
   if unknown := sorted(set(chosen) - set(names)):
     ap.error(f"--runs: unknown run(s) {unknown} for {args.experiment}; choose from {names}")
@@ -190,8 +215,12 @@ def main(argv=None):
     for name in chosen:
       for seed in seeds:
         wd = workdir(args.experiment, name, seed)
-        if finished(wd, args.iterations):
+        sft = name in EXPERIMENTS[args.experiment].sft
+        if finished(wd, args.iterations * (GRADIENT_STEPS if sft else 1)):
           continue
+        if sft and not os.path.exists(os.path.join(REPO, DATA)):   # the expert demos
+          print(" ".join(COLLECT), flush=True)
+          subprocess.run(["nice", "-n", "5", sys.executable, *COLLECT], cwd=REPO, check=True)
         cmd = command(args.experiment, name, seed, args.iterations, args.eval_every)
         print(" ".join(cmd[1:]), flush=True)
         os.makedirs(os.path.join(REPO, wd), exist_ok=True)

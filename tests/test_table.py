@@ -37,7 +37,7 @@ def test_learning_experiments_flags_load_and_validate(monkeypatch):
   """Every run of benchmarks/learning.py: its command line loads as a train config and passes
   validation (nothing runs)."""
   import learning   # pylint: disable=import-outside-toplevel
-  from opd_jax import cli, train   # pylint: disable=import-outside-toplevel
+  from opd_jax import cli, sft, train   # pylint: disable=import-outside-toplevel
   monkeypatch.chdir(learning.REPO)
   n, configs = 0, {}
   for exp, e in learning.EXPERIMENTS.items():
@@ -49,9 +49,17 @@ def test_learning_experiments_flags_load_and_validate(monkeypatch):
       assert inv.config.workdir.endswith("/".join(same or (exp, run)) + "_s0")
       configs[exp, run] = inv.config
       n += 1
+    for run in e.sft:   # offline arms: an opd_jax.sft command line
+      cmd = learning.command(exp, run, 0, 10, 5)
+      assert cmd[1:3] == ["-m", "opd_jax.sft"]
+      inv = cli.parse("sft", ["sft"] + cmd[3:], config_file="configs/libero.py:object,sft")
+      sft.validate(inv.config)
+      assert inv.config.sft.steps == 80 and inv.config.eval.every == 40
+      assert inv.config.data.path == learning.DATA and inv.config.sft.init
+      n += 1
   for (exp, run), (exp2, run2) in learning.SAME_AS.items():   # shared runs: the same config
     assert configs[exp, run].to_dict() == configs[exp2, run2].to_dict()
-  assert n >= 12
+  assert n >= 16
 
 
 def test_learning_report_from_a_run(tmp_path, monkeypatch):
@@ -72,3 +80,17 @@ def test_learning_report_from_a_run(tmp_path, monkeypatch):
   assert (tmp_path / "docs" / "learning_groups.png").exists()
   assert (tmp_path / "benchmarks" / "learning" / "groups.md").read_text() == md
   assert "not reached (best 40% at 5)" in learning.report("groups", [0], teacher=0.9)
+
+
+def test_learning_report_of_an_sft_arm(tmp_path, monkeypatch):
+  """The forgetting experiment's SFT arm: trained / held-out success at SFT step / 8."""
+  import learning   # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(learning, "REPO", str(tmp_path))
+  wd = tmp_path / learning.workdir("forgetting", "sft", 0)
+  os.makedirs(wd)
+  per_task = {f"eval/task_{t}": (1.0 if t < 5 else 0.2) for t in range(10)}
+  rows = [dict(step=s, loss=1.0) for s in range(1, 81)] + [
+      dict(step=80, **{"eval/success": 0.6}, **per_task)]
+  (wd / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+  md = learning.report("forgetting", [0], teacher=0.81)
+  assert "| sft (SFT) | 0 | - | 0 | 10: 100 / 20 | - | - | - |" in md, md
