@@ -1,0 +1,30 @@
+#!/bin/bash
+# Every learning experiment of the paper's comparison on libero_object, one after another
+# (resumable: re-run the same command; finished runs are skipped, stopped runs resume from
+# their checkpoints), then the 500-episode evaluations and the main table.
+#   scripts/paper_comparisons.sh            # all of it (about 12 h of the 2-core CPU)
+#   STAGES="efficiency ablation" scripts/paper_comparisons.sh
+# Logs: runs/learning/EXPERIMENT.log; tables: benchmarks/learning/EXPERIMENT.md and
+# docs/learning_EXPERIMENT.png; the main table: runs/eval50/ and docs/eval50.png.
+set -euo pipefail
+cd "$(dirname "$0")/.." && . .venv/bin/activate
+STAGES=${STAGES:-"efficiency opd120 ablation forgetting expert groups eval50"}
+mkdir -p runs/learning
+for stage in $STAGES; do
+  case $stage in
+    efficiency)  # OPD, GRPO and OPD+GRPO from the one-demo student, 60 iterations each
+      python benchmarks/learning.py efficiency --iterations 60 --runs opd,grpo,opd_grpo ;;
+    opd120)      # OPD continued: does it come within 10 points of the teacher?
+      python benchmarks/learning.py efficiency --iterations 120 --runs opd ;;
+    ablation|forgetting|expert|groups)
+      python benchmarks/learning.py "$stage" --iterations 40 ;;
+    eval50)      # all 50 evaluation states per task, the runs beside the shipped pair
+      scripts/eval50.sh teacher=pretrained/libero_object_teacher \
+        grpo_teacher=runs/grpo_object_teacher onedemo=pretrained/libero_object_1demo \
+        opd_60it=runs/keep/opd_s0_it60 opd_120it=runs/learning/efficiency/opd_s0 \
+        grpo=runs/learning/efficiency/grpo_s0 opd_grpo=runs/learning/efficiency/opd_grpo_s0 ;;
+    *) echo "unknown stage $stage (efficiency opd120 ablation forgetting expert groups eval50)"
+       exit 2 ;;
+  esac >> "runs/learning/$stage.log" 2>&1
+  echo "$stage done ($(date -u +%H:%M))"
+done
