@@ -185,7 +185,8 @@ def report(exp: str, seeds: list[int], teacher: float) -> str:
     out = os.path.join("docs", f"learning_{exp}.png")
     subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "opd_curve.py"),
                     *[r for r, _ in runs], "--labels", ",".join(l for _, l in runs),
-                    "--out", out, "--smooth", "5"], cwd=REPO, check=True, capture_output=True)
+                    "--out", out, "--smooth", "5", "--wall"], cwd=REPO, check=True,
+                   capture_output=True)
     lines += ["", f"![{exp}](../../{out})"]
   md = "\n".join(lines) + "\n"
   os.makedirs(os.path.join(REPO, "benchmarks", "learning"), exist_ok=True)

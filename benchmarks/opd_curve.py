@@ -39,6 +39,22 @@ def load(run: str):
   return train, evals, cum
 
 
+def seconds(run: str) -> dict[int, float]:
+  """Iteration -> training seconds up to its end (the sum of ``time/iteration_s``: rollout and
+  update, without compiles and evaluations; taken under whatever load the run shared)."""
+  merged = {}
+  for line in open(os.path.join(run, "metrics.jsonl")):
+    if line.strip():
+      r = json.loads(line)
+      if "time/iteration_s" in r:
+        merged[r["step"]] = r["time/iteration_s"]
+  out, total = {}, 0.0
+  for it in sorted(merged):
+    total += merged[it]
+    out[it] = total
+  return out
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("runs", nargs="+")
@@ -51,12 +67,14 @@ def main():
                   help="LABEL=ITER:PERCENT,ITER:PERCENT,... more success figures for the first "
                   "run's greedy-eval panel (e.g. larger evaluations made afterwards); repeatable")
   ap.add_argument("--smooth", type=int, default=10, help="moving average of rollout success")
+  ap.add_argument("--wall", action="store_true",
+                  help="a fourth panel: greedy eval success against training hours")
   args = ap.parse_args()
   labels = args.labels.split(",") if args.labels else [os.path.basename(r.rstrip("/")) for r in args.runs]
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  fig, axes = plt.subplots(1, 4 if args.wall else 3, figsize=(20 if args.wall else 15, 4))
   table = ["| run | iteration | env steps | greedy eval success |", "|---|---|---|---|"]
   for run, label in zip(args.runs, labels):
     train, evals, cum = load(run)
@@ -96,9 +114,15 @@ def main():
       axes[0].plot([e[0] for e in evals], [100 * e[2] for e in evals], "o-", label=label)
       for steps, it, s in evals:
         table.append(f"| {label} | {it} | {steps:.0f} | {100 * s:.1f}% |")
+      if args.wall:
+        secs = seconds(run)
+        axes[3].plot([secs.get(e[1], 0.0) / 3600 for e in evals], [100 * e[2] for e in evals],
+                     "o-", label=label)
   axes[0].set(title="greedy eval success (%)", xlabel="env control steps")
   axes[1].set(title=f"training-rollout success ({args.smooth}-iter mean)", xlabel="env control steps")
   axes[2].set(title="student entropy per token (nats)", xlabel="env control steps")
+  if args.wall:
+    axes[3].set(title="greedy eval success (%)", xlabel="training hours (rollouts + updates)")
   for a in axes:
     a.grid(alpha=0.3)
     a.legend(fontsize=7)
