@@ -57,9 +57,11 @@ EXPERIMENTS = {
         "Sample efficiency from the same one-demo student: OPD against GRPO (sparse success, "
         "groups of 4, one refill round) at OPD's rollout temperature, and the two summed (the "
         "paper's Distill + GRPO). grpo_t16 samples at 1.6, as the teacher's GRPO refinement "
-        "does: the one-demo student then never succeeds, so no group carries a signal.",
+        "does: the one-demo student then never succeeds, so no group carries a signal. "
+        "opd_lr1e-4: OPD at 3x the default fine-tuning learning rate.",
         {"opd": (), "grpo": _GRPO, "opd_grpo": ("--config.objective=reverse_kl+grpo", *_GRPO[1:]),
-         "grpo_t16": (*_GRPO, "--config.rollout.temperature=1.6")}),
+         "grpo_t16": (*_GRPO, "--config.rollout.temperature=1.6"),
+         "opd_lr1e-4": ("--config.optim.lr=1e-4",)}),
     "forgetting": Experiment(
         "Forgetting: the one-demo student (SFT on all ten tasks) post-trained on tasks 0-4 only, "
         "evaluated on all ten, so tasks 5-9 show what post-training on the others costs: by OPD, "

@@ -8,12 +8,14 @@
 # docs/learning_EXPERIMENT.png; the main table: runs/eval50/ and docs/eval50.png.
 set -euo pipefail
 cd "$(dirname "$0")/.." && . .venv/bin/activate
-STAGES=${STAGES:-"efficiency opd120 ablation forgetting expert groups eval50"}
+STAGES=${STAGES:-"efficiency opd_lr opd120 ablation forgetting expert groups eval50"}
 mkdir -p runs/learning
 for stage in $STAGES; do
   case $stage in
     efficiency)  # OPD, GRPO and OPD+GRPO from the one-demo student, 60 iterations each
       python benchmarks/learning.py efficiency --iterations 60 --runs opd,grpo,opd_grpo ;;
+    opd_lr)      # OPD at a 3x learning rate: faster, or unstable?
+      python benchmarks/learning.py efficiency --iterations 60 --runs opd_lr1e-4 ;;
     opd120)      # OPD continued: does it come within 10 points of the teacher?
       python benchmarks/learning.py efficiency --iterations 120 --runs opd ;;
     ablation|forgetting|expert|groups)
@@ -23,7 +25,7 @@ for stage in $STAGES; do
         grpo_teacher=runs/grpo_object_teacher onedemo=pretrained/libero_object_1demo \
         opd_60it=runs/keep/opd_s0_it60 opd_120it=runs/learning/efficiency/opd_s0 \
         grpo=runs/learning/efficiency/grpo_s0 opd_grpo=runs/learning/efficiency/opd_grpo_s0 ;;
-    *) echo "unknown stage $stage (efficiency opd120 ablation forgetting expert groups eval50)"
+    *) echo "unknown stage $stage (efficiency opd_lr opd120 ablation forgetting expert groups eval50)"
        exit 2 ;;
   esac >> "runs/learning/$stage.log" 2>&1
   echo "$stage done ($(date -u +%H:%M))"
