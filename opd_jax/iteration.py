@@ -217,8 +217,9 @@ def setup(config) -> Setup:
   update = jax.jit(update, donate_argnums=(0,), in_shardings=(state, None, rep),
                    out_shardings=(state, rep))
   merge = jax.jit(lambda a, b, src: shard_worlds(merge_worlds(a, b, src), mesh))
-  agg = config.get("aggregate", {})
-  capacity, replay = agg.get("worlds", 0) * mesh.devices.size, agg.get("replay", 0) * mesh.devices.size
+  agg = config.get("aggregate", {})   # worlds per device, like the rollout's
+  capacity = agg.get("worlds", 0) * mesh.devices.size
+  replay = agg.get("replay", 0) * mesh.devices.size
 
   def aggregate(kept, batch, iteration):
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), iteration),
@@ -241,6 +242,7 @@ def compile_iteration(su: Setup, ts: TrainState, teacher_params) -> None:
   if "rollout" in su.programs:
     return
   it = jnp.int32(0)
+
   def trained_batch(lowered):   # the rollout's batch, with the replayed worlds appended
     shapes = lowered[0].out_info[0]
     if su.replay:
@@ -285,6 +287,16 @@ def collect_batch(su: Setup, params, teacher_params, iteration: int):
   return batch, metrics
 
 
+def empty_aggregate(su: Setup, batch: Batch) -> agg_lib.Aggregate:
+  """An empty buffer of ``su.capacity`` worlds shaped like ``batch``, made on the devices
+  with the batch's world sharding."""
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+  wide = agg_lib.widen(shapes, su.capacity)
+  placed = agg_lib.Aggregate(jax.tree.map(lambda x: world_sharding(x, su.mesh), wide),
+                             parallel.replicated(su.mesh))
+  return jax.jit(lambda: agg_lib.empty(shapes, su.capacity), out_shardings=placed)()
+
+
 def iterate(su: Setup, ts: TrainState, teacher_params, iteration: int,
             kept: agg_lib.Aggregate | None = None):
   """One iteration: rollout, then the gradient steps. Returns (ts, metrics, kept): the
@@ -294,12 +306,7 @@ def iterate(su: Setup, ts: TrainState, teacher_params, iteration: int,
   compile_iteration(su, ts, teacher_params)
   batch, metrics = collect_batch(su, ts.params, teacher_params, iteration)
   if su.capacity:
-    if kept is None:
-      shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
-      wide = agg_lib.widen(shapes, su.capacity)
-      placed = agg_lib.Aggregate(jax.tree.map(lambda x: world_sharding(x, su.mesh), wide),
-                                 parallel.replicated(su.mesh))
-      kept = jax.jit(lambda: agg_lib.empty(shapes, su.capacity), out_shardings=placed)()
+    kept = empty_aggregate(su, batch) if kept is None else kept
     kept, batch = su.aggregate(kept, batch, jnp.int32(iteration))
     metrics["rollout/aggregated_worlds"] = jnp.minimum(kept.written, su.capacity)
   first = last = None
