@@ -1,7 +1,8 @@
 #!/bin/bash
 # Greedy success of the libero_object policies on all 50 evaluation states per task (500
 # episodes each), then one table with 95% intervals. Skips a policy already evaluated
-# (runs/eval50/NAME/results.json); a missing run is reported and left out.
+# (runs/eval50/NAME/results.json); a missing run is reported and left out. The table and
+# docs/eval50.png list every policy under runs/eval50/, the ones named first.
 #   scripts/eval50.sh [NAME=CHECKPOINT ...]   (default: the shipped pair and the runs below)
 cd "$(dirname "$0")/.." && . .venv/bin/activate
 rows=("$@")
@@ -17,5 +18,11 @@ for row in "${rows[@]}"; do
       --config.videos=0 --config.out="$out" > "runs/eval50_$name.log" 2>&1 || { echo "$name failed: runs/eval50_$name.log"; continue; }
   fi
   done_rows+=("$name=$out")
+done
+# the table and plot hold every policy evaluated so far: these rows first, then the others
+for out in runs/eval50/*/; do
+  name=$(basename "$out")
+  [ -f "$out/results.json" ] || continue
+  case " ${done_rows[*]} " in *" $name="*) ;; *) done_rows+=("$name=${out%/}") ;; esac
 done
 python benchmarks/table.py "${done_rows[@]}" --title "libero_object, greedy, 50 evaluation states per task" --plot docs/eval50.png
