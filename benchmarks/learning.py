@@ -143,7 +143,7 @@ def reached(evals, target: float) -> str:
   for steps, it, s in evals:
     if s >= target:
       return f"{steps:.0f} (iteration {it})"
-  best = max(evals, key=lambda e: e[2], default=None)
+  best = max(evals, key=lambda e: round(e[2], 6), default=None)   # the first of equals
   return "-" if best is None else f"not reached (best {100 * best[2]:.0f}% at {best[1]})"
 
 
@@ -153,7 +153,9 @@ def report(exp: str, seeds: list[int], teacher: float) -> str:
   lines = [f"## {exp}", "", e.question, "",
            "| run | seed | iterations | env steps | greedy success at each evaluation (iteration: %) "
            f"| env steps to {100 * target:.0f}% (80% of the teacher's {100 * teacher:.1f}%) "
-           "| entropy first -> last 5 iterations | s/iteration |", "|---|---|---|---|---|---|---|---|"]
+           "| env steps to +10 points over its start "
+           "| entropy first -> last 5 iterations | s/iteration |",
+           "|---|---|---|---|---|---|---|---|---|"]
   runs = []
   for name in [*e.runs, *e.sft]:
     for seed in seeds:
@@ -163,7 +165,7 @@ def report(exp: str, seeds: list[int], teacher: float) -> str:
       if name in e.sft:   # offline: no env steps, no rollout entropy, not on the plot
         lines.append(f"| {name} (SFT) | {seed} | - | 0 | "
                      f"{held_out(os.path.join(REPO, wd, 'metrics.jsonl'), GRADIENT_STEPS)} "
-                     f"| - | - | - |")
+                     f"| - | - | - | - |")
         continue
       train, evals, cum = load(os.path.join(REPO, wd))
       ent = [t[2] for t in train if t[2] is not None]
@@ -176,7 +178,8 @@ def report(exp: str, seeds: list[int], teacher: float) -> str:
       ent_s = (f"{sum(ent[:5]) / len(ent[:5]):.2f} -> {sum(ent[-5:]) / len(ent[-5:]):.2f}"
                if ent else "-")
       lines.append(f"| {name} | {seed} | {max(cum, default=0)} | {max(cum.values(), default=0):.0f} "
-                   f"| {ev} | {reached(evals, target)} | {ent_s} "
+                   f"| {ev} | {reached(evals, target)} "
+                   f"| {reached(evals, evals[0][2] + 0.1) if evals else '-'} | {ent_s} "
                    f"| {sum(secs) / max(len(secs), 1):.1f} |")
       runs.append((wd, f"{name} s{seed}"))
   cmd = f"python benchmarks/learning.py {exp} --seeds {','.join(map(str, seeds))}"

@@ -76,7 +76,7 @@ def test_learning_report_from_a_run(tmp_path, monkeypatch):
   shutil.copy(os.path.join(os.path.dirname(learning.__file__), "opd_curve.py"),
               tmp_path / "benchmarks")
   md = learning.report("groups", [0], teacher=0.5)
-  assert "| G2 | 0 | 6 | 600 | 5: 40 | 500 (iteration 5) | 1.70 -> 1.60 | 3.0 |" in md, md
+  assert "| G2 | 0 | 6 | 600 | 5: 40 | 500 (iteration 5) | not reached (best 40% at 5) | 1.70 -> 1.60 | 3.0 |" in md, md
   assert (tmp_path / "docs" / "learning_groups.png").exists()
   assert (tmp_path / "benchmarks" / "learning" / "groups.md").read_text() == md
   assert "not reached (best 40% at 5)" in learning.report("groups", [0], teacher=0.9)
@@ -93,4 +93,4 @@ def test_learning_report_of_an_sft_arm(tmp_path, monkeypatch):
       dict(step=80, **{"eval/success": 0.6}, **per_task)]
   (wd / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
   md = learning.report("forgetting", [0], teacher=0.81)
-  assert "| sft (SFT) | 0 | - | 0 | 10: 100 / 20 | - | - | - |" in md, md
+  assert "| sft (SFT) | 0 | - | 0 | 10: 100 / 20 | - | - | - | - |" in md, md
