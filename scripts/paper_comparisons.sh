@@ -8,7 +8,7 @@
 # docs/learning_EXPERIMENT.png; the main table: runs/eval50/ and docs/eval50.png.
 set -euo pipefail
 cd "$(dirname "$0")/.." && . .venv/bin/activate
-STAGES=${STAGES:-"efficiency opd_lr opd120 ablation forgetting expert groups eval50"}
+STAGES=${STAGES:-"efficiency opd_lr opd120 opd_grpo120 ablation forgetting expert groups eval50"}
 mkdir -p runs/learning
 for stage in $STAGES; do
   case $stage in
@@ -18,14 +18,17 @@ for stage in $STAGES; do
       python benchmarks/learning.py efficiency --iterations 60 --runs opd_lr1e-4 ;;
     opd120)      # OPD continued: does it come within 10 points of the teacher?
       python benchmarks/learning.py efficiency --iterations 120 --runs opd ;;
+    opd_grpo120) # OPD+GRPO, the best arm at 60 iterations, continued likewise
+      python benchmarks/learning.py efficiency --iterations 120 --runs opd_grpo ;;
     ablation|forgetting|expert|groups)
       python benchmarks/learning.py "$stage" --iterations 40 ;;
     eval50)      # all 50 evaluation states per task, the runs beside the shipped pair
       scripts/eval50.sh teacher=pretrained/libero_object_teacher \
         grpo_teacher=runs/grpo_object_teacher onedemo=pretrained/libero_object_1demo \
         opd_60it=runs/keep/opd_s0_it60 opd_120it=runs/learning/efficiency/opd_s0 \
-        grpo=runs/learning/efficiency/grpo_s0 opd_grpo=runs/learning/efficiency/opd_grpo_s0 ;;
-    *) echo "unknown stage $stage (efficiency opd_lr opd120 ablation forgetting expert groups eval50)"
+        opd_grpo=runs/keep/opd_grpo_s0_it60 opd_grpo_120it=runs/learning/efficiency/opd_grpo_s0 \
+        grpo=runs/learning/efficiency/grpo_s0 ;;
+    *) echo "unknown stage $stage (efficiency opd_lr opd120 opd_grpo120 ablation forgetting expert groups eval50)"
        exit 2 ;;
   esac >> "runs/learning/$stage.log" 2>&1
   echo "$stage done ($(date -u +%H:%M))"
