@@ -27,7 +27,7 @@ for stage in $STAGES; do
         grpo_teacher=runs/grpo_object_teacher onedemo=pretrained/libero_object_1demo \
         opd_60it=runs/keep/opd_s0_it60 opd_120it=runs/learning/efficiency/opd_s0 \
         opd_grpo=runs/keep/opd_grpo_s0_it60 opd_grpo_120it=runs/learning/efficiency/opd_grpo_s0 \
-        grpo=runs/learning/efficiency/grpo_s0 ;;
+        opd_lr1e-4=runs/learning/efficiency/opd_lr1e-4_s0 grpo=runs/learning/efficiency/grpo_s0 ;;
     *) echo "unknown stage $stage (efficiency opd_lr opd120 opd_grpo120 ablation forgetting expert groups eval50)"
        exit 2 ;;
   esac >> "runs/learning/$stage.log" 2>&1
