@@ -18,12 +18,11 @@ import _repo_root  # noqa: F401  pylint: disable=unused-import  isort: skip
 
 import argparse
 import dataclasses
-import json
 import os
 import subprocess
 import sys
 
-from benchmarks.opd_curve import load
+from benchmarks.opd_curve import load, read_rows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,19 +116,15 @@ def command(exp: str, run: str, seed: int, iterations: int, every: int) -> list[
 
 
 def finished(wd: str, iterations: int) -> bool:
-  path = os.path.join(REPO, wd, "metrics.jsonl")
-  if not os.path.exists(path):
+  if not os.path.exists(os.path.join(REPO, wd, "metrics.jsonl")):
     return False
-  with open(path) as f:
-    steps = [json.loads(line).get("step", 0) for line in f if line.strip()]
-  return max(steps, default=0) >= iterations
+  return max((r["step"] for r in read_rows(os.path.join(REPO, wd))), default=0) >= iterations
 
 
-def held_out(metrics: str, per_iteration: int = 1) -> str:
+def held_out(run: str, per_iteration: int = 1) -> str:
   """``iteration: trained% / held-out%`` at each evaluation of a forgetting run (an SFT run's
   steps divided by ``per_iteration``)."""
-  with open(metrics) as f:
-    rows = [r for r in map(json.loads, filter(str.strip, f)) if "eval/task_9" in r]
+  rows = [r for r in read_rows(run) if "eval/task_9" in r]
 
   def mean(r, tasks):
     return 100 * sum(r[f"eval/task_{t}"] for t in tasks) / len(tasks)
@@ -164,17 +159,16 @@ def report(exp: str, seeds: list[int], teacher: float) -> str:
         continue
       if name in e.sft:   # offline: no env steps, no rollout entropy, not on the plot
         lines.append(f"| {name} (SFT) | {seed} | - | 0 | "
-                     f"{held_out(os.path.join(REPO, wd, 'metrics.jsonl'), GRADIENT_STEPS)} "
+                     f"{held_out(os.path.join(REPO, wd), GRADIENT_STEPS)} "
                      f"| - | - | - | - |")
         continue
       train, evals, cum = load(os.path.join(REPO, wd))
       ent = [t[2] for t in train if t[2] is not None]
-      with open(os.path.join(REPO, wd, "metrics.jsonl")) as f:
-        secs = [r["time/iteration_s"] for r in map(json.loads, filter(str.strip, f))
-                if "time/iteration_s" in r]
+      secs = [r["time/iteration_s"] for r in read_rows(os.path.join(REPO, wd))
+              if "time/iteration_s" in r]
       ev = ", ".join(f"{it}: {100 * s:.0f}" for _, it, s in evals)
       if exp == "forgetting":
-        ev = held_out(os.path.join(REPO, wd, "metrics.jsonl"))
+        ev = held_out(os.path.join(REPO, wd))
       ent_s = (f"{sum(ent[:5]) / len(ent[:5]):.2f} -> {sum(ent[-5:]) / len(ent[-5:]):.2f}"
                if ent else "-")
       lines.append(f"| {name} | {seed} | {max(cum, default=0)} | {max(cum.values(), default=0):.0f} "
@@ -210,8 +204,8 @@ def main(argv=None):
   ap.add_argument("--runs", default="", help="comma-separated run names (default: all)")
   ap.add_argument("--report", action="store_true", help="only write the table and the plot")
   ap.add_argument("--teacher", type=float, default=0.81,
-                  help="the teacher's greedy success (default: pretrained/libero_object_grpo on "
-                       "the 500 evaluation episodes), for the steps-to-80%%-of-teacher column")
+                  help="the teacher's greedy success (default: pretrained/libero_object_teacher "
+                       "on the 500 evaluation episodes), for the steps-to-80%%-of-teacher column")
   args = ap.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
   names = list(EXPERIMENTS[args.experiment].runs) + list(EXPERIMENTS[args.experiment].sft)

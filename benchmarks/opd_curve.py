@@ -15,23 +15,30 @@ import json
 import os
 
 
-def load(run: str):
-  """A resumed run writes the iterations after its checkpoint again: the last record of a
-  step wins."""
+def read_rows(run: str) -> list[dict]:
+  """The run's metrics rows, one per step in step order. A resumed run writes the iterations
+  after its checkpoint again: the last record of a step wins."""
   merged = {}
   for line in open(os.path.join(run, "metrics.jsonl")):
     if line.strip():
       r = json.loads(line)
       merged.setdefault(r["step"], {}).update(r)
-  rows = [merged[k] for k in sorted(merged)]
-  steps_per_iter = {}
+  return [merged[k] for k in sorted(merged)]
+
+
+def cumulative(rows: list[dict], field: str) -> dict[int, float]:
+  """Step -> the sum of ``field`` over the rows up to that step (rows without it skipped)."""
+  out, total = {}, 0.0
   for r in rows:
-    if "rollout/control_steps" in r:
-      steps_per_iter[r["step"]] = r["rollout/control_steps"]
-  cum, total = {}, 0.0
-  for it in sorted(steps_per_iter):
-    total += steps_per_iter[it]
-    cum[it] = total
+    if field in r:
+      total += r[field]
+      out[r["step"]] = total
+  return out
+
+
+def load(run: str):
+  rows = read_rows(run)
+  cum = cumulative(rows, "rollout/control_steps")
   train = [(cum[r["step"]], r["rollout/success"], r.get("train/entropy"), r.get("train/reverse_kl"))
            for r in rows if "rollout/success" in r]
   evals = [(cum.get(r["step"], 0.0), r["step"], r["eval/success"]) for r in rows
@@ -42,17 +49,7 @@ def load(run: str):
 def seconds(run: str) -> dict[int, float]:
   """Iteration -> training seconds up to its end (the sum of ``time/iteration_s``: rollout and
   update, without compiles and evaluations; taken under whatever load the run shared)."""
-  merged = {}
-  for line in open(os.path.join(run, "metrics.jsonl")):
-    if line.strip():
-      r = json.loads(line)
-      if "time/iteration_s" in r:
-        merged[r["step"]] = r["time/iteration_s"]
-  out, total = {}, 0.0
-  for it in sorted(merged):
-    total += merged[it]
-    out[it] = total
-  return out
+  return cumulative(read_rows(run), "time/iteration_s")
 
 
 def main():
