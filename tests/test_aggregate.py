@@ -79,10 +79,16 @@ def test_a_run_with_aggregation_trains_on_the_replayed_worlds(tmp_path, capsys):
   assert [r["rollout/aggregated_worlds"] for r in rows] == [2, 4, 4]
   assert all(np.isfinite(r["train/loss"]) for r in rows)
   assert all(r["train/nonfinite_updates"] == 0 for r in rows)
-  # the gradient step was compiled for the 2 + 2 worlds it trains on
-  batch_arg = su.programs["update"].args_info[0][1]
-  assert batch_arg.step_mask.shape[1] == 4
+  # the gradient step trains on the iteration's 2 worlds + 2 replayed ones (the compiled
+  # program may be a kept, exported one, so its arguments are watched at the call)
+  update, worlds = su.programs["update"], []
+
+  def watched(ts, batch, i):
+    worlds.append(batch.step_mask.shape[1])
+    return update(ts, batch, i)
+  su.programs["update"] = watched
   # a resumed run says the buffer restarts empty
   c.iterations = 4
   train.run(c, progress=False, prepared=su)
   assert "the buffer restarts empty at iteration 3" in capsys.readouterr().out
+  assert worlds and set(worlds) == {4}
