@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
+from envs import render_tiles as tiles
+
 NO_HIT_DEPTH = 1e4
 _TINY = 1e-12
 _PLANE, _SPHERE, _CAPSULE, _ELLIPSOID, _CYLINDER, _BOX = (
@@ -72,6 +74,10 @@ class RenderModel:
   light_body: int = flax.struct.field(pytree_node=False, default=0)
   light_directional: bool = flax.struct.field(pytree_node=False, default=True)
   shadows: bool = flax.struct.field(pytree_node=False, default=True)
+  # tile culling (envs.render_tiles): tile edge in pixels (0: every pixel tests every geom)
+  # and candidates per geom type visited per round
+  tile: int = flax.struct.field(pytree_node=False, default=16)
+  tile_k: int = flax.struct.field(pytree_node=False, default=3)
   # visible geom ids sorted by type, and (type, start, end) runs into `order`
   order: Tuple[int, ...] = flax.struct.field(pytree_node=False, default=())
   segments: Tuple[Tuple[int, int, int], ...] = flax.struct.field(
@@ -79,11 +85,14 @@ class RenderModel:
 
 
 def render_model(m: mujoco.MjModel, geom_groups: Sequence[int] = (0, 1, 2),
-                 background=(0.0, 0.0, 0.0), shadows: bool = True) -> RenderModel:
+                 background=(0.0, 0.0, 0.0), shadows: bool = True, tile: int = 16,
+                 tile_k: int = 3) -> RenderModel:
   """Extracts the render constants of `m`; geoms outside `geom_groups` hide.
 
   `shadows=False` skips the shadow rays (about half the cost for a point
   light); they are also skipped when the model has no (active) light.
+  `tile` / `tile_k`: tile culling (:mod:`envs.render_tiles`; the same pixels, fewer
+  intersection tests); `tile=0` tests every geom at every pixel.
   """
   ngeom = m.ngeom
   groups = np.clip(m.geom_group, 0, mujoco.mjNGROUP - 1)
@@ -139,7 +148,7 @@ def render_model(m: mujoco.MjModel, geom_groups: Sequence[int] = (0, 1, 2),
       light_directional=bool(directional),
       shadows=bool(shadows and np.any(diffuse > 0)),
       order=tuple(int(i) for i in order),
-      segments=tuple(segments))
+      segments=tuple(segments), tile=int(tile), tile_k=int(tile_k))
 
 
 # ------------------------------------------------------------ intersections --
@@ -298,6 +307,14 @@ def render(rm: RenderModel, geom_xpos, geom_xmat, light_pos, light_dir,
   origin = jnp.reshape(cam_pos, (1, 3)).astype(f32)
   dirs = camera_rays(cam_mat, fovy, height, width).reshape(-1, 3)
   npix = height * width
+  # Tiled, every per-pixel array below is in tile order ([N, Q] flattened), and the
+  # outputs go back to row-major at the end.
+  edge = tiles.tile_size(height, width, rm.tile) if order.size else 0
+  if edge:
+    dirs = tiles.to_tiles(dirs, height, width, edge)
+    grid = dirs.shape[:2]
+    radius = tiles.bounding_radius(gtype, size)
+    dirs = dirs.reshape(-1, 3)
 
   # Nearest hit: one min-reduction over int32 keys packing the distance's bits
   # (non-negative floats order like ints) with the column index in the low
@@ -305,22 +322,29 @@ def render(rm: RenderModel, geom_xpos, geom_xmat, light_pos, light_dir,
   # truncates depth by a relative 2**(bits - 23) at most (< 1e-5 for 64 geoms).
   bits = max(1, (order.size - 1).bit_length())
   low = (1 << bits) - 1
-  key = jnp.full(npix, jnp.int32(0x7F800000))           # +inf, column 0
-  for (_, a, b), ts in zip(rm.segments,
-                           _cast(rm, gpos, gmat, size, origin, dirs)):
-    kt = jax.lax.bitcast_convert_type(ts, jnp.int32) & 0x7FFFFFFF  # -0 -> +0
-    col = jnp.arange(a, b, dtype=jnp.int32)
-    key = jnp.minimum(key, jnp.min((kt & ~low) | col, axis=-1))
+  if edge:
+    key = tiles.nearest(_HIT, rm.segments, rm.tile_k, gpos, gmat, size, radius, origin[0],
+                        dirs.reshape(*grid, 3), low).reshape(-1)
+  else:
+    key = jnp.full(npix, jnp.int32(0x7F800000))           # +inf, column 0
+    for (_, a, b), ts in zip(rm.segments,
+                             _cast(rm, gpos, gmat, size, origin, dirs)):
+      kt = jax.lax.bitcast_convert_type(ts, jnp.int32) & 0x7FFFFFFF  # -0 -> +0
+      col = jnp.arange(a, b, dtype=jnp.int32)
+      key = jnp.minimum(key, jnp.min((kt & ~low) | col, axis=-1))
   k = key & low
   t = jax.lax.bitcast_convert_type(key & ~low, jnp.float32)
   hit = t < jnp.inf
   t = jnp.where(hit, t, 0.0)
+  image = ((lambda a: tiles.from_tiles(a.reshape(*grid, *a.shape[1:]), height, width, edge)
+            .reshape(height, width, *a.shape[1:])) if edge
+           else (lambda a: a.reshape(height, width, *a.shape[1:])))
   out = {}
   if segmentation:
     ids = jnp.asarray(order)[k] if order.size else k
-    out["segmentation"] = jnp.where(hit, ids, -1).reshape(height, width)
+    out["segmentation"] = image(jnp.where(hit, ids, -1))
   if depth:
-    out["depth"] = jnp.where(hit, t, NO_HIT_DEPTH).reshape(height, width)
+    out["depth"] = image(jnp.where(hit, t, NO_HIT_DEPTH))
   if not order.size:
     out["rgb"] = jnp.broadcast_to(
         jnp.round(rm.background * 255).astype(jnp.uint8), (height, width, 3))
@@ -345,14 +369,18 @@ def render(rm: RenderModel, geom_xpos, geom_xmat, light_pos, light_dir,
   # Directional light: rays from the hit point all share one direction [1, 3].
   # Point light: rays from the light to the hit point share one origin, which
   # is as cheap as primary rays (planes then shadow from their front side).
-  if rm.shadows and rm.light_directional:
+  # Tiled, a directional light's shadow rays are culled per tile too.
+  sh = []
+  blocked = jnp.zeros(npix, jnp.int32)
+  if rm.shadows and rm.light_directional and edge:
+    blocked = tiles.shadowed(_HIT, rm.segments, rm.tile_k, gpos, gmat, size, radius,
+                             (x + 1e-4 * n).reshape(*grid, 3), hit.reshape(grid), lvec[0],
+                             k.reshape(grid)).reshape(-1).astype(jnp.int32)
+  elif rm.shadows and rm.light_directional:
     sh = _cast(rm, gpos, gmat, size, x + 1e-4 * n, lvec[:1])
   elif rm.shadows:
     sh = _cast(rm, gpos, gmat, size, light_pos[None], -lvec)
     dist = dist - 1e-4
-  else:
-    sh = []
-  blocked = jnp.zeros(npix, jnp.int32)
   for (_, a, b), ts in zip(rm.segments, sh):
     own = jnp.arange(a, b)[None, :] == k[:, None]
     hit_t = ((ts < dist[:, None]) & ~own).astype(jnp.int32)
@@ -364,7 +392,7 @@ def render(rm: RenderModel, geom_xpos, geom_xmat, light_pos, light_dir,
            + lit[:, None] * rm.light_diffuse)
   color = jnp.where(hit[:, None], rm.geom_rgb[order][k] * shade, rm.background)
   rgb = jnp.round(jnp.clip(color, 0.0, 1.0) * 255.0).astype(jnp.uint8)
-  out["rgb"] = rgb.reshape(height, width, 3)
+  out["rgb"] = image(rgb)
   return out
 
 
