@@ -3,6 +3,8 @@ compile time separately, and the same MJCF stepped by MuJoCo's C batch engine.
 
   python benchmarks/envs.py --suite libero_spatial --batches 1,16,64 --image 64
   python benchmarks/envs.py --suite libero_goal --batches 16,64 --iterations 4,8   (solver cost)
+  python benchmarks/envs.py --suite libero_object --batches 16,64 --pixels   (env steps/s with
+      both cameras: MJX or C physics, each camera tiled or testing every geom at every pixel)
 
 Prints one table; every ratio is measured within this one run.
 """
@@ -88,7 +90,13 @@ def main():
   p.add_argument("--threads", type=int, default=os.cpu_count())
   p.add_argument("--iterations", default=None,
                  help="A,B: instead, MJX physics steps/s at solver iterations A and B (expert acting)")
+  p.add_argument("--pixels", action="store_true",
+                 help="instead, env steps/s with both cameras every step: physics mjx / c x the "
+                      "renderer tiled / untiled (tile=0, every geom at every pixel)")
   args = p.parse_args()
+  if args.pixels:
+    pixels(args)
+    return
   if args.iterations:
     its = [int(i) for i in args.iterations.split(",")]
     suites = [envs.make(args.suite, render=False, solver_iterations=i) for i in its]
@@ -114,6 +122,29 @@ def main():
     print(f"| {batch} | {phys:.0f} | {imgs:.0f} | {c1:.1f} / {c2:.1f} | {cfps:.0f} | "
           f"{cfps / phys:.1f}x | {cfps / imgs:.1f}x |", flush=True)
   print(f"C engine: {how}")
+
+
+def pixels(args):
+  """Env steps/s with both cameras rendered every step, the expert acting: the ratio of each
+  variant to MJX physics with the untiled renderer (the renderer before tile culling)."""
+  variants = [("mjx", 0), ("mjx", None), ("c", 0), ("c", None)]
+  print(f"{args.suite}: env steps/s, both {args.image}x{args.image} cameras every control step, "
+        f"{args.steps} steps timed after a warm-up call; devices {jax.devices()}")
+  print("| batch | " + " | ".join(f"{ph} physics, {'untiled' if t == 0 else 'tiled'}"
+                                   for ph, t in variants) + " | best / MJX untiled |")
+  print("|---" * (len(variants) + 2) + "|")
+  for batch in [int(b) for b in args.batches.split(",")]:
+    rates, compiles = [], []
+    for physics, tile in variants:
+      env = envs.make(args.suite, image_size=args.image, physics=physics)
+      if tile is not None:   # before anything traces the observation
+        env.render_model = env.render_model.replace(tile=tile)
+      rate, c = time_mjx(env, batch, args.steps)
+      rates.append(rate)
+      compiles.append(c)
+    print(f"| {batch} | " + " | ".join(f"{r:.0f}" for r in rates) +
+          f" | **{max(rates) / rates[0]:.1f}x** |", flush=True)
+    print(f"  (compile s: {', '.join(f'{c:.1f}' for c in compiles)})", flush=True)
 
 
 if __name__ == "__main__":

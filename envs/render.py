@@ -313,7 +313,7 @@ def render(rm: RenderModel, geom_xpos, geom_xmat, light_pos, light_dir,
   if edge:
     dirs = tiles.to_tiles(dirs, height, width, edge)
     grid = dirs.shape[:2]
-    radius = tiles.bounding_radius(gtype, size)
+    bounds = tiles.bounds(gtype, size, gpos, gmat)
     dirs = dirs.reshape(-1, 3)
 
   # Nearest hit: one min-reduction over int32 keys packing the distance's bits
@@ -323,7 +323,9 @@ def render(rm: RenderModel, geom_xpos, geom_xmat, light_pos, light_dir,
   bits = max(1, (order.size - 1).bit_length())
   low = (1 << bits) - 1
   if edge:
-    key = tiles.nearest(_HIT, rm.segments, rm.tile_k, gpos, gmat, size, radius, origin[0],
+    cam_axes = jnp.reshape(cam_mat, (3, 3)).astype(f32)
+    key = tiles.nearest(_HIT, rm.segments, rm.tile_k, gpos, gmat, size, bounds, origin[0],
+                        cam_axes, tiles.tile_extents(fovy, height, width, edge),
                         dirs.reshape(*grid, 3), low).reshape(-1)
   else:
     key = jnp.full(npix, jnp.int32(0x7F800000))           # +inf, column 0
@@ -373,7 +375,7 @@ def render(rm: RenderModel, geom_xpos, geom_xmat, light_pos, light_dir,
   sh = []
   blocked = jnp.zeros(npix, jnp.int32)
   if rm.shadows and rm.light_directional and edge:
-    blocked = tiles.shadowed(_HIT, rm.segments, rm.tile_k, gpos, gmat, size, radius,
+    blocked = tiles.shadowed(_HIT, rm.segments, rm.tile_k, gpos, gmat, size, bounds,
                              (x + 1e-4 * n).reshape(*grid, 3), hit.reshape(grid), lvec[0],
                              k.reshape(grid)).reshape(-1).astype(jnp.int32)
   elif rm.shadows and rm.light_directional:

@@ -76,10 +76,11 @@ def test_crowded_tiles_take_more_rounds():
   order = np.asarray(rm.order)
   dirs = tiles.to_tiles(R.camera_rays(jnp.asarray(mat, jnp.float32), fovy, H, W).reshape(-1, 3),
                         H, W, 32)
-  size = rm.geom_size[order]
-  cand = np.asarray(tiles.primary_candidates(
-      jnp.asarray(pos, jnp.float32), dirs, jnp.asarray(d.geom_xpos[order], jnp.float32),
-      tiles.bounding_radius(rm.geom_type[order], size)))
+  pos32, mat32 = jnp.asarray(pos, jnp.float32), jnp.asarray(mat, jnp.float32)
+  b = tiles.bounds(rm.geom_type[order], rm.geom_size[order],
+                   jnp.asarray(d.geom_xpos[order], jnp.float32),
+                   jnp.asarray(d.geom_xmat[order].reshape(-1, 3, 3), jnp.float32))
+  cand = np.asarray(tiles.primary_candidates(pos32, mat32, tiles.tile_extents(fovy, H, W, 32), b))
   overflow = [(t, cand[:, a:b].sum(), cand.shape[0]) for t, a, b in rm.segments
               if b - a > 1 and cand[:, a:b].sum() > cand.shape[0]]
   assert overflow, "the view should list more pairs of some type than one per tile"
