@@ -33,6 +33,10 @@ Conventions
     ambient + light ambient, all from the model; no specular, no alpha
     blending. Models without lights get ambient + headlight only.
 
+Speed: by default each 16x16 tile of pixels tests only the geoms whose bounding box can
+reach its primary or shadow rays (:mod:`envs.render_tiles`; the same pixels, 5-7x faster on
+the suites); ``render_model(..., tile=0)`` tests every geom at every pixel.
+
 Shapes: ``rgb`` uint8 [H, W, 3]; ``depth`` float32 [H, W]; ``segmentation``
 int32 [H, W] (geom id, -1 for background). Batch with ``jax.vmap``.
 Mesh, hfield and sdf geoms in a rendered group raise ``ValueError`` in
@@ -245,23 +249,12 @@ _HIT = {_PLANE: _hit_plane, _SPHERE: _hit_sphere, _CAPSULE: _hit_capsule,
         _ELLIPSOID: _hit_ellipsoid, _CYLINDER: _hit_cylinder, _BOX: _hit_box}
 
 
-def _local(x, pos, mat):
-  """R^T (x - pos) as three [P, n] arrays; x [P, 3], pos [n, 3], mat [n, 3, 3]."""
-  d = [x[:, k, None] - pos[None, :, k] for k in range(3)]
-  return tuple(sum(d[k] * mat[None, :, k, j] for k in range(3)) for j in range(3))
-
-
-def _rotate_t(v, mat):
-  return tuple(sum(v[:, k, None] * mat[None, :, k, j] for k in range(3))
-               for j in range(3))
-
-
 def _cast(rm, pos, mat, size, origin, dirs):
   """Per-segment hit distances [P, n] of rays (origin [P or 1, 3], dirs [P, 3])."""
   out = []
   for t, a, b in rm.segments:
-    o = _local(origin, pos[a:b], mat[a:b])
-    v = _rotate_t(dirs, mat[a:b])
+    o = tiles.local(origin[:, None], pos[None, a:b], mat[None, a:b])
+    v = tiles.rotate_t(dirs[:, None], mat[None, a:b])
     out.append(_HIT[t](o, v, tuple(size[a:b, j] for j in range(3))))
   return out
 

@@ -147,9 +147,10 @@ def visit(segments, cand, per_tile: int, acc, step):
   segments: ``RenderModel.segments`` ((type, start, end) into the visible geoms);
   cand bool [N, G]. A type with one geom is visited once for every tile:
   ``step(acc, type, None, ids [N, 1], valid [N, 1])``. A larger type's (tile, geom) pairs
-  are listed and visited ``C = N * min(per_tile, n / 2)`` at a time until the list is done: ``step(acc, type, tile [C], ids [C], valid [C])`` (ids index the visible
-  geoms; ``valid`` marks real pairs), so the work follows the number of pairs, not the
-  most crowded tile."""
+  are listed and visited ``C = N * min(per_tile, n / 2)`` at a time until the list is
+  done: ``step(acc, type, tile [C], ids [C], valid [C])`` (ids index the visible geoms;
+  ``valid`` marks real pairs), so the work follows the number of pairs, not the most
+  crowded tile."""
   n_tiles = cand.shape[0]
   for t, a, b in segments:
     n = b - a
@@ -194,8 +195,7 @@ def nearest(hit_fns, segments, per_tile, gpos, gmat, size, b, origin, cam_mat, e
   """Packed nearest-hit keys int32 [N, Q] (as ``envs.render.render`` packs them: the
   distance's bits above ``low``, the visible-geom index in ``low``) of rays from ``origin``
   [3] (a camera with axes ``cam_mat`` and tiles' ``extents``) along ``dirs`` [N, Q, 3];
-  ``b``: :func:`bounds`;
-  ``hit_fns``: geom type -> intersection (envs.render)."""
+  ``b``: :func:`bounds`; ``hit_fns``: geom type -> intersection (envs.render)."""
   cand = primary_candidates(origin, cam_mat, extents, b)
 
   def step(key, t, tile, ids, valid):
