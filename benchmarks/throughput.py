@@ -365,7 +365,7 @@ class Bench:
           steps = secs = 0.0
           for i in range(a.iterations):
             t0 = time.perf_counter()
-            ts, m = iteration.iterate(su, ts, t_params, i)
+            ts, m, _ = iteration.iterate(su, ts, t_params, i)
             m = jax.device_get(m)
             secs += time.perf_counter() - t0
             steps += float(m["rollout/control_steps"])
