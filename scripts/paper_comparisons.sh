@@ -9,7 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.." && . .venv/bin/activate
 STAGES=${STAGES:-"efficiency opd_lr opd120 opd_grpo120 ablation forgetting expert groups eval50"}
-mkdir -p runs/learning
+mkdir -p runs/learning runs/keep
+keep_it60() {  # an efficiency run's 60-iteration checkpoint (a main-table row), before the
+  # 120-iteration stage continues the run and its checkpoint manager drops step 60
+  local src=runs/learning/efficiency/$1/checkpoints/60 dst=runs/keep/$1_it60
+  if [ -d "$src" ] && [ ! -d "$dst" ]; then cp -r "$src" "$dst"; fi
+}
 for stage in $STAGES; do
   case $stage in
     efficiency)  # OPD, GRPO and OPD+GRPO from the one-demo student, 60 iterations each
@@ -17,8 +22,10 @@ for stage in $STAGES; do
     opd_lr)      # OPD at a 3x learning rate: faster, or unstable?
       python benchmarks/learning.py efficiency --iterations 60 --runs opd_lr1e-4 ;;
     opd120)      # OPD continued: does it come within 10 points of the teacher?
+      keep_it60 opd_s0
       python benchmarks/learning.py efficiency --iterations 120 --runs opd ;;
     opd_grpo120) # OPD+GRPO, the best arm at 60 iterations, continued likewise
+      keep_it60 opd_grpo_s0
       python benchmarks/learning.py efficiency --iterations 120 --runs opd_grpo ;;
     ablation|forgetting|expert|groups)
       python benchmarks/learning.py "$stage" --iterations 40 ;;
