@@ -13,7 +13,7 @@ mkdir -p runs/learning runs/keep
 keep_it60() {  # an efficiency run's 60-iteration checkpoint (a main-table row), before the
   # 120-iteration stage continues the run and its checkpoint manager drops step 60
   local src=runs/learning/efficiency/$1/checkpoints/60 dst=runs/keep/$1_it60
-  if [ -d "$src" ] && [ ! -d "$dst" ]; then cp -r "$src" "$dst"; fi
+  if [ -d "$src" ] && [ ! -d "$dst" ]; then mkdir -p "$dst" && cp -r "$src" "$dst/60"; fi
 }
 for stage in $STAGES; do
   case $stage in
