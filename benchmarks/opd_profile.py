@@ -9,6 +9,11 @@ The default job's config (libero_object: the shipped one-demo student and teache
   student  + the student sampling each chunk (a rollout without a teacher)
   teacher  + the config's teacher scoring every token (the rollout program of an iteration)
   iteration   the whole training iteration (the rollout program + the gradient steps)
+and then one gradient step on one minibatch of that iteration's batch, taken apart:
+  loss              the student's forward pass and the objective alone
+  + gradient        and its gradient
+  + gradient, stems frozen   the same with the image stems' parameters held (no stem backward)
+  guarded update    the trainer's step (gradient, AdamW, the non-finite guard)
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from configs import libero  # noqa: E402
+from opd_jax import iteration, objectives  # noqa: E402
 from opd_jax import rollout as rollout_lib  # noqa: E402
 from opd_jax import train  # noqa: E402
 from opd_jax.train_state import TrainState  # noqa: E402
@@ -91,6 +97,32 @@ def main(argv=None):
   total = rows[-1][1]
   for name, sec in rows:
     print(f"| {name} | {sec:.2f} | {steps / sec:.0f} | {100 * sec / total:.0f}% |")
+
+  batch, _ = iteration.collect_batch(su, params, t_params, 0)
+  per = c.optim.epochs * c.optim.minibatches     # gradient steps per iteration
+  mb = batch.steps(0, n // c.optim.minibatches)
+  loss_obj = objectives.get(c.objective, temperature=c.rollout.temperature)
+
+  def loss(p, frozen=False):
+    if frozen:   # the stems' parameters as constants: XLA drops the stem's backward
+      p = jax.tree_util.tree_map_with_path(
+          lambda path, x: jax.lax.stop_gradient(x) if "stems" in jax.tree_util.keystr(path)
+          else x, p)
+    out = jax.vmap(student.outputs, in_axes=(None, 0))(p, mb.hist)
+    return loss_obj(objectives.Outputs.of(out), mb)[0]
+
+  parts = [("loss", jax.jit(loss)),
+           ("+ gradient", jax.jit(jax.grad(loss))),
+           ("+ gradient, stems frozen", jax.jit(jax.grad(lambda p: loss(p, frozen=True))))]
+  print(f"\n| one gradient step ({mb.step_mask.size} samples) | s | x {per} per iteration "
+        "| share of iteration |")
+  print("|---|---|---|---|")
+  for name, fn in parts:
+    sec = timed(lambda fn=fn: fn(params), args.reps)
+    print(f"| {name} | {sec:.3f} | {per * sec:.2f} | {100 * per * sec / total:.0f}% |")
+  sec = timed(lambda: su.programs["update"](jax.tree.map(jnp.copy, ts), batch, jnp.int32(0))[1],
+              args.reps)
+  print(f"| guarded update | {sec:.3f} | {per * sec:.2f} | {100 * per * sec / total:.0f}% |")
 
 
 if __name__ == "__main__":
