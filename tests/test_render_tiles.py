@@ -23,14 +23,23 @@ def _directional(m):
   return m
 
 
-@functools.lru_cache(maxsize=None)
-def _renderer(directional: bool, tile: int, tile_k: int, height: int = H, width: int = W):
-  m = mujoco.MjModel.from_xml_path(str(SCENE))
-  if directional:
-    _directional(m)
-  rm = R.render_model(m, tile=tile, tile_k=tile_k)
-  return jax.jit(functools.partial(R.render, rm, height=height, width=width, depth=True,
-                                   segmentation=True))
+@pytest.fixture(scope="module")
+def renderer():
+  """``renderer(directional, tile, tile_k[, height, width])``: a jitted render of the test
+  scene, made once per module for each set of arguments."""
+  made = {}
+
+  def get(directional: bool, tile: int, tile_k: int, height: int = H, width: int = W):
+    key = (directional, tile, tile_k, height, width)
+    if key not in made:
+      m = mujoco.MjModel.from_xml_path(str(SCENE))
+      if directional:
+        _directional(m)
+      rm = R.render_model(m, tile=tile, tile_k=tile_k)
+      made[key] = jax.jit(functools.partial(R.render, rm, height=height, width=width,
+                                            depth=True, segmentation=True))
+    return made[key]
+  return get
 
 
 def _views(m, d):
@@ -54,11 +63,11 @@ def _same(a, b):
 
 @pytest.mark.parametrize("directional", [True, False])
 @pytest.mark.parametrize("tile,tile_k", [(8, 3), (16, 1), (32, 2)])
-def test_tiled_equals_every_geom(directional, tile, tile_k):
+def test_tiled_equals_every_geom(renderer, directional, tile, tile_k):
   m = mujoco.MjModel.from_xml_path(str(SCENE))
   if directional:
     _directional(m)
-  brute, tiled = _renderer(directional, 0, 0), _renderer(directional, tile, tile_k)
+  brute, tiled = renderer(directional, 0, 0), renderer(directional, tile, tile_k)
   for seed in (0, 1, 2, 5):
     d = posed_data(m, seed)
     for pos, mat, fovy in _views(m, d):
@@ -66,7 +75,7 @@ def test_tiled_equals_every_geom(directional, tile, tile_k):
       _same(brute(*args), tiled(*args))
 
 
-def test_crowded_tiles_take_more_rounds():
+def test_crowded_tiles_take_more_rounds(renderer):
   """One candidate per tile per round against a scene whose tiles hold several: the pair
   list overflows (checked) and the rounds still give every pixel."""
   m = mujoco.MjModel.from_xml_path(str(SCENE))
@@ -85,10 +94,10 @@ def test_crowded_tiles_take_more_rounds():
               if b - a > 1 and cand[:, a:b].sum() > cand.shape[0]]
   assert overflow, "the view should list more pairs of some type than one per tile"
   args = (d.geom_xpos, d.geom_xmat, d.light_xpos[0], d.light_xdir[0], pos, mat, fovy)
-  _same(_renderer(False, 0, 0)(*args), _renderer(False, 32, 1)(*args))
+  _same(renderer(False, 0, 0)(*args), renderer(False, 32, 1)(*args))
 
 
-def test_tile_size_falls_back_when_it_does_not_divide():
+def test_tile_size_falls_back_when_it_does_not_divide(renderer):
   assert tiles.tile_size(64, 64, 16) == 16
   assert tiles.tile_size(48, 64, 16) == 16
   assert tiles.tile_size(60, 64, 16) == 0
@@ -97,7 +106,7 @@ def test_tile_size_falls_back_when_it_does_not_divide():
   d = posed_data(m, 1)
   pos, mat, fovy = _views(m, d)[0]
   args = (d.geom_xpos, d.geom_xmat, d.light_xpos[0], d.light_xdir[0], pos, mat, fovy)
-  _same(_renderer(True, 0, 0, 60, 44)(*args), _renderer(True, 16, 3, 60, 44)(*args))
+  _same(renderer(True, 0, 0, 60, 44)(*args), renderer(True, 16, 3, 60, 44)(*args))
 
 
 def test_a_suite_renders_the_same_tiled():
