@@ -34,8 +34,8 @@ Conventions
     blending. Models without lights get ambient + headlight only.
 
 Speed: by default each 16x16 tile of pixels tests only the geoms whose bounding box can
-reach its primary or shadow rays (:mod:`envs.render_tiles`; the same pixels, 5-7x faster on
-the suites); ``render_model(..., tile=0)`` tests every geom at every pixel.
+reach its primary or shadow rays (:mod:`envs.render_tiles`; the same geom at every pixel,
+5-7x faster on the suites); ``render_model(..., tile=0)`` tests every geom at every pixel.
 
 Shapes: ``rgb`` uint8 [H, W, 3]; ``depth`` float32 [H, W]; ``segmentation``
 int32 [H, W] (geom id, -1 for background). Batch with ``jax.vmap``.
@@ -95,8 +95,8 @@ def render_model(m: mujoco.MjModel, geom_groups: Sequence[int] = (0, 1, 2),
 
   `shadows=False` skips the shadow rays (about half the cost for a point
   light); they are also skipped when the model has no (active) light.
-  `tile` / `tile_k`: tile culling (:mod:`envs.render_tiles`; the same pixels, fewer
-  intersection tests); `tile=0` tests every geom at every pixel.
+  `tile` / `tile_k`: tile culling (:mod:`envs.render_tiles`; the same geom at every
+  pixel, fewer intersection tests); `tile=0` tests every geom at every pixel.
   """
   ngeom = m.ngeom
   groups = np.clip(m.geom_group, 0, mujoco.mjNGROUP - 1)
