@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from configs import libero  # noqa: E402
-from opd_jax import iteration, objectives  # noqa: E402
+from opd_jax import iteration  # noqa: E402
 from opd_jax import rollout as rollout_lib  # noqa: E402
 from opd_jax import train  # noqa: E402
 from opd_jax.train_state import TrainState  # noqa: E402
@@ -101,15 +101,14 @@ def main(argv=None):
   batch, _ = iteration.collect_batch(su, params, t_params, 0)
   per = c.optim.epochs * c.optim.minibatches     # gradient steps per iteration
   mb = batch.steps(0, n // c.optim.minibatches)
-  loss_obj = objectives.get(c.objective, temperature=c.rollout.temperature)
+  loss_fn = iteration.make_loss(c, student)   # the trainer's own loss
 
   def loss(p, frozen=False):
     if frozen:   # the stems' parameters as constants: XLA drops the stem's backward
       p = jax.tree_util.tree_map_with_path(
           lambda path, x: jax.lax.stop_gradient(x) if "stems" in jax.tree_util.keystr(path)
           else x, p)
-    out = jax.vmap(student.outputs, in_axes=(None, 0))(p, mb.hist)
-    return loss_obj(objectives.Outputs.of(out), mb)[0]
+    return loss_fn(p, mb)[0]
 
   parts = [("loss", jax.jit(loss)),
            ("+ gradient", jax.jit(jax.grad(loss))),

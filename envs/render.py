@@ -331,9 +331,11 @@ def render(rm: RenderModel, geom_xpos, geom_xmat, light_pos, light_dir,
   t = jax.lax.bitcast_convert_type(key & ~low, jnp.float32)
   hit = t < jnp.inf
   t = jnp.where(hit, t, 0.0)
-  image = ((lambda a: tiles.from_tiles(a.reshape(*grid, *a.shape[1:]), height, width, edge)
-            .reshape(height, width, *a.shape[1:])) if edge
-           else (lambda a: a.reshape(height, width, *a.shape[1:])))
+
+  def image(a):   # per-pixel [npix, ...] (tile order when tiled) -> [H, W, ...]
+    if edge:
+      a = tiles.from_tiles(a.reshape(*grid, *a.shape[1:]), height, width, edge)
+    return a.reshape(height, width, *a.shape[1:])
   out = {}
   if segmentation:
     ids = jnp.asarray(order)[k] if order.size else k

@@ -190,6 +190,15 @@ def rotate_t(v, mat):
   return tuple(sum(v[..., k] * mat[..., k, j] for k in range(3)) for j in range(3))
 
 
+def _distances(hit_fn, gpos, gmat, size, ids, origins, dirs):
+  """Hit distances [M, Q, K] of rays (``origins`` and ``dirs`` [..., 3], broadcasting with
+  [M, Q, 1, 3]) against the visible geoms ``ids`` [M, K] of one type (``hit_fn``): the
+  shape of :func:`visit`'s steps, M tiles or listed pairs of Q pixels each."""
+  mat = gmat[ids][:, None]                                    # [M, 1, K, 3, 3]
+  return hit_fn(local(origins, gpos[ids][:, None], mat), rotate_t(dirs, mat),
+                tuple(size[ids][:, None, :, j] for j in range(3)))
+
+
 def nearest(hit_fns, segments, per_tile, gpos, gmat, size, b, origin, cam_mat, extents, dirs,
             low):
   """Packed nearest-hit keys int32 [N, Q] (as ``envs.render.render`` packs them: the
@@ -199,13 +208,9 @@ def nearest(hit_fns, segments, per_tile, gpos, gmat, size, b, origin, cam_mat, e
   cand = primary_candidates(origin, cam_mat, extents, b)
 
   def step(key, t, tile, ids, valid):
-    # all tiles x their n geoms: [N, Q, n]; listed pairs: [C, Q, 1]
-    rays = dirs[:, :, None] if tile is None else dirs[tile][:, :, None]
-    ids, valid = (ids, valid) if tile is None else (ids[:, None], valid[:, None])
-    mat = gmat[ids][:, None]
-    o = local(origin, gpos[ids][:, None], mat)
-    v = rotate_t(rays, mat)
-    ts = hit_fns[t](o, v, tuple(size[ids][:, None, :, j] for j in range(3)))
+    rays, ids, valid = (dirs, ids, valid) if tile is None else (dirs[tile], ids[:, None],
+                                                                 valid[:, None])
+    ts = _distances(hit_fns[t], gpos, gmat, size, ids, origin, rays[:, :, None])
     kt = jax.lax.bitcast_convert_type(jnp.where(valid[:, None], ts, jnp.inf), jnp.int32)
     packed = jnp.min(((kt & 0x7FFFFFFF) & ~low) | ids[:, None], -1)   # -0 -> +0
     return jnp.minimum(key, packed) if tile is None else key.at[tile].min(packed)
@@ -222,10 +227,7 @@ def shadowed(hit_fns, segments, per_tile, gpos, gmat, size, b, origins, hit, dir
   def step(blocked, t, tile, ids, valid):
     starts, mine = (origins, own) if tile is None else (origins[tile], own[tile])
     ids, valid = (ids, valid) if tile is None else (ids[:, None], valid[:, None])
-    mat = gmat[ids][:, None]
-    o = local(starts[:, :, None], gpos[ids][:, None], mat)
-    v = rotate_t(direction, mat)
-    ts = hit_fns[t](o, v, tuple(size[ids][:, None, :, j] for j in range(3)))
+    ts = _distances(hit_fns[t], gpos, gmat, size, ids, starts[:, :, None], direction)
     meets = jnp.any((ts < jnp.inf) & valid[:, None] & (ids[:, None] != mine[..., None]), -1)
     return blocked | meets if tile is None else blocked.at[tile].max(meets)
 

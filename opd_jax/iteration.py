@@ -101,26 +101,31 @@ def merge_worlds(a: Batch, b: Batch, src):
   return jax.tree.map(one, a, b)
 
 
-def make_update(config, student: Policy, tx, num_steps: int):
-  """``update(ts, batch, i) -> (ts, metrics)``: the guarded gradient step on minibatch
-  ``i % minibatches`` (the policy steps split in contiguous parts)."""
+def make_loss(config, student: Policy):
+  """``loss_fn(params, mb) -> (loss, metrics)``: the student's outputs on a minibatch of
+  policy steps and the config's objective with its hyper-parameters bound."""
   rl = config.rl
   loss_obj = objectives.get(
       config.objective, temperature=config.rollout.temperature,
       clip_eps=config.clip_eps if config.clip_eps > 0 else None, clip_low=rl.clip_low,
       clip_high=rl.clip_high, value_coef=rl.value_coef, entropy_coef=rl.entropy_coef,
       grpo_weight=rl.grpo_weight)
+
+  def loss_fn(params, mb: Batch):
+    out = jax.vmap(student.outputs, in_axes=(None, 0))(params, mb.hist)  # [T, B, ...]
+    return loss_obj(objectives.Outputs.of(out), mb)
+  return loss_fn
+
+
+def make_update(config, student: Policy, tx, num_steps: int):
+  """``update(ts, batch, i) -> (ts, metrics)``: the guarded gradient step on minibatch
+  ``i % minibatches`` (the policy steps split in contiguous parts)."""
   mbs = config.optim.minibatches
   if num_steps % mbs:
     raise cli.UsageError(f"config.optim.minibatches={mbs} must divide the {num_steps} policy "
                          f"steps of an iteration")
   t_mb = num_steps // mbs
-
-  def loss_fn(params, mb: Batch):
-    out = jax.vmap(student.outputs, in_axes=(None, 0))(params, mb.hist)  # [T, B, ...]
-    return loss_obj(objectives.Outputs.of(out), mb)
-
-  step = guarded_update(loss_fn, tx)
+  step = guarded_update(make_loss(config, student), tx)
 
   def update(ts: TrainState, batch: Batch, i):
     return step(ts, batch.steps((i % mbs) * t_mb, t_mb))

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.." && . .venv/bin/activate
 STAGES=${STAGES:-"efficiency opd_lr opd120 opd_grpo120 ablation forgetting expert groups eval50"}
-mkdir -p runs/learning runs/keep
+mkdir -p runs/learning
 keep_it60() {  # an efficiency run's 60-iteration checkpoint (a main-table row), before the
   # 120-iteration stage continues the run and its checkpoint manager drops step 60
   local src=runs/learning/efficiency/$1/checkpoints/60 dst=runs/keep/$1_it60
