@@ -11,6 +11,12 @@ same command: finished runs are skipped, a stopped run resumes from its checkpoi
 or with ``--report`` alone, it writes ``benchmarks/learning/EXPERIMENT.md`` (a table per run:
 greedy success at each evaluation, environment steps, entropy and wall time) and
 ``docs/learning_EXPERIMENT.png`` (success and entropy against environment steps).
+
+Each run's ``metrics.jsonl`` is copied to ``benchmarks/learning/metrics/EXPERIMENT/RUN_sSEED/``
+(committed, ~1 kB per iteration), and the report reads that copy where ``runs/`` is gone, so
+the tables survive a new machine. Physics: MuJoCo's C engine by default (``--physics c``, ~5x
+MJX's iteration rate on a CPU host; the shipped teacher scores 80.8% under it against 81.0%
+under MJX on the 500 evaluation episodes).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import _repo_root  # noqa: F401  pylint: disable=unused-import  isort: skip
 import argparse
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 
@@ -86,12 +93,28 @@ EXPERIMENTS = {
 
 
 # Runs with the same flags as another experiment's run share its workdir (run once).
-SAME_AS = {("ablation", "reverse_kl_exact"): ("efficiency", "opd")}
+SAME_AS = {("ablation", "reverse_kl_exact"): ("efficiency", "opd"),
+           ("groups", "G2"): ("efficiency", "opd")}   # G2 x 4 prompts is the default config
 
 
 def workdir(exp: str, run: str, seed: int) -> str:
   exp, run = SAME_AS.get((exp, run), (exp, run))
   return os.path.join("runs", "learning", exp, f"{run}_s{seed}")
+
+
+def kept(wd: str) -> str:
+  """Where the repository keeps a run's metrics: runs/learning/X -> benchmarks/learning/metrics/X."""
+  return os.path.join("benchmarks", "learning", "metrics", os.path.relpath(wd, "runs/learning"))
+
+
+def source(wd: str) -> str | None:
+  """The run's metrics, freshly copied into the repository when the run is on this machine;
+  else the copy kept there; None when neither exists."""
+  here, copy = os.path.join(REPO, wd), os.path.join(REPO, kept(wd))
+  if os.path.exists(os.path.join(here, "metrics.jsonl")):
+    os.makedirs(copy, exist_ok=True)
+    shutil.copyfile(os.path.join(here, "metrics.jsonl"), os.path.join(copy, "metrics.jsonl"))
+  return copy if os.path.exists(os.path.join(copy, "metrics.jsonl")) else None
 
 
 GRADIENT_STEPS = 8   # per iteration of the default config (optim.epochs x optim.minibatches)
@@ -100,25 +123,28 @@ COLLECT = ("-m", "opd_jax.collect", "--config.suite=libero_object", "--config.de
            "--config.image_size=64", "--config.batch=32", f"--config.out={DATA}")
 
 
-def command(exp: str, run: str, seed: int, iterations: int, every: int) -> list[str]:
+def command(exp: str, run: str, seed: int, iterations: int, every: int, physics: str = "c",
+            episodes: int = 10) -> list[str]:
   wd = workdir(exp, run, seed)
+  common = [f"--config.workdir={wd}", f"--config.seed={seed}", f"--config.env.physics={physics}",
+            f"--config.eval.episodes_per_task={episodes}", "--config.eval.videos=0"]
   if run in EXPERIMENTS[exp].sft:
-    return [sys.executable, "-m", "opd_jax.sft", "--config=configs/libero.py:object,sft",
-            f"--config.workdir={wd}", f"--config.sft.steps={GRADIENT_STEPS * iterations}",
-            f"--config.seed={seed}", f"--config.eval.every={GRADIENT_STEPS * every}",
-            "--config.eval.episodes_per_task=5", "--config.eval.videos=0",
+    return [sys.executable, "-m", "opd_jax.sft", "--config=configs/libero.py:object,sft", *common,
+            f"--config.sft.steps={GRADIENT_STEPS * iterations}",
+            f"--config.eval.every={GRADIENT_STEPS * every}",
             f"--config.checkpoint.every={GRADIENT_STEPS * 5}", f"--config.data.path={DATA}",
             *EXPERIMENTS[exp].sft[run]]
-  return [sys.executable, "-m", "opd_jax.train", "--config=configs/libero.py",
-          f"--config.workdir={wd}", f"--config.iterations={iterations}",
-          f"--config.seed={seed}", f"--config.eval.every={every}", "--config.eval.videos=0",
+  return [sys.executable, "-m", "opd_jax.train", "--config=configs/libero.py", *common,
+          f"--config.iterations={iterations}", f"--config.eval.every={every}",
           "--config.checkpoint.every=5", *EXPERIMENTS[exp].runs[run]]
 
 
-def finished(wd: str, iterations: int) -> bool:
-  if not os.path.exists(os.path.join(REPO, wd, "metrics.jsonl")):
+def finished(wd: str, iterations: int, remake: bool = False) -> bool:
+  """The run has reached ``iterations`` here, or (unless ``remake``) in its kept metrics."""
+  src = os.path.join(REPO, wd) if remake else source(wd)
+  if src is None or not os.path.exists(os.path.join(src, "metrics.jsonl")):
     return False
-  return max((r["step"] for r in read_rows(os.path.join(REPO, wd))), default=0) >= iterations
+  return max((r["step"] for r in read_rows(src)), default=0) >= iterations
 
 
 def held_out(run: str, per_iteration: int = 1) -> str:
@@ -142,7 +168,8 @@ def reached(evals, target: float) -> str:
   return "-" if best is None else f"not reached (best {100 * best[2]:.0f}% at {best[1]})"
 
 
-def report(exp: str, seeds: list[int], teacher: float) -> str:
+def report(exp: str, seeds: list[int], teacher: float, physics: str = "c",
+           episodes: int = 10) -> str:
   e = EXPERIMENTS[exp]
   target = 0.8 * teacher
   lines = [f"## {exp}", "", e.question, "",
@@ -155,32 +182,38 @@ def report(exp: str, seeds: list[int], teacher: float) -> str:
   for name in [*e.runs, *e.sft]:
     for seed in seeds:
       wd = workdir(exp, name, seed)
-      if not os.path.exists(os.path.join(REPO, wd, "metrics.jsonl")):
+      src = source(wd)
+      if src is None:
         continue
       if name in e.sft:   # offline: no env steps, no rollout entropy, not on the plot
         lines.append(f"| {name} (SFT) | {seed} | - | 0 | "
-                     f"{held_out(os.path.join(REPO, wd), GRADIENT_STEPS)} "
+                     f"{held_out(src, GRADIENT_STEPS)} "
                      f"| - | - | - | - |")
         continue
-      train, evals, cum = load(os.path.join(REPO, wd))
+      train, evals, cum = load(src)
       ent = [t[2] for t in train if t[2] is not None]
-      secs = [r["time/iteration_s"] for r in read_rows(os.path.join(REPO, wd))
+      secs = [r["time/iteration_s"] for r in read_rows(src)
               if "time/iteration_s" in r]
       ev = ", ".join(f"{it}: {100 * s:.0f}" for _, it, s in evals)
       if exp == "forgetting":
-        ev = held_out(os.path.join(REPO, wd))
+        ev = held_out(src)
       ent_s = (f"{sum(ent[:5]) / len(ent[:5]):.2f} -> {sum(ent[-5:]) / len(ent[-5:]):.2f}"
                if ent else "-")
       lines.append(f"| {name} | {seed} | {max(cum, default=0)} | {max(cum.values(), default=0):.0f} "
                    f"| {ev} | {reached(evals, target)} "
                    f"| {reached(evals, evals[0][2] + 0.1) if evals else '-'} | {ent_s} "
                    f"| {sum(secs) / max(len(secs), 1):.1f} |")
-      runs.append((wd, f"{name} s{seed}"))
-  cmd = f"python benchmarks/learning.py {exp} --seeds {','.join(map(str, seeds))}"
-  lines += ["", f"Made by `{cmd}`: each run is `python -m opd_jax.train --config=configs/libero.py` "
+      runs.append((src, f"{name} s{seed}"))
+  cmd = (f"python benchmarks/learning.py {exp} --seeds {','.join(map(str, seeds))} "
+         f"--physics {physics} --eval_episodes {episodes}")
+  lines += ["", f"Greedy success on {episodes} evaluation states per task ({10 * episodes} "
+            f"episodes: a 95% interval of about +-{196 * (0.25 / (10 * episodes)) ** 0.5:.0f} "
+            f"points at 50%), {physics} physics.",
+            "", f"Made by `{cmd}`: each run is `python -m opd_jax.train --config=configs/libero.py` "
             f"(SFT runs: `python -m opd_jax.sft --config=configs/libero.py:object,sft`) "
             f"with the flags of its name in benchmarks/learning.py, its seed and "
-            f"`--config.workdir={workdir(exp, 'RUN', 0)[:-3]}_sSEED`."]
+            f"`--config.workdir={workdir(exp, 'RUN', 0)[:-3]}_sSEED`; its metrics are kept in "
+            f"`{kept(workdir(exp, 'RUN', 0))[:-3]}_sSEED/`."]
   if runs:
     out = os.path.join("docs", f"learning_{exp}.png")
     subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "opd_curve.py"),
@@ -203,6 +236,12 @@ def main(argv=None):
   ap.add_argument("--seeds", default="0", help="comma-separated")
   ap.add_argument("--runs", default="", help="comma-separated run names (default: all)")
   ap.add_argument("--report", action="store_true", help="only write the table and the plot")
+  ap.add_argument("--remake", action="store_true",
+                  help="run again what is finished only in the kept metrics (for its checkpoints)")
+  ap.add_argument("--physics", default="c", choices=("c", "mjx"),
+                  help="the runs' env.physics (default c: MuJoCo's C engine, for CPU hosts)")
+  ap.add_argument("--eval_episodes", type=int, default=10,
+                  help="evaluation states per task at each evaluation (default 10)")
   ap.add_argument("--teacher", type=float, default=0.81,
                   help="the teacher's greedy success (default: pretrained/libero_object_teacher "
                        "on the 500 evaluation episodes), for the steps-to-80%%-of-teacher column")
@@ -217,17 +256,18 @@ def main(argv=None):
       for seed in seeds:
         wd = workdir(args.experiment, name, seed)
         sft = name in EXPERIMENTS[args.experiment].sft
-        if finished(wd, args.iterations * (GRADIENT_STEPS if sft else 1)):
+        if finished(wd, args.iterations * (GRADIENT_STEPS if sft else 1), args.remake):
           continue
         if sft and not os.path.exists(os.path.join(REPO, DATA)):   # the expert demos
           print(" ".join(COLLECT), flush=True)
           subprocess.run(["nice", "-n", "5", sys.executable, *COLLECT], cwd=REPO, check=True)
-        cmd = command(args.experiment, name, seed, args.iterations, args.eval_every)
+        cmd = command(args.experiment, name, seed, args.iterations, args.eval_every,
+                      args.physics, args.eval_episodes)
         print(" ".join(cmd[1:]), flush=True)
         os.makedirs(os.path.join(REPO, wd), exist_ok=True)
         with open(os.path.join(REPO, wd + ".log"), "a") as log:
           subprocess.run(["nice", "-n", "5", *cmd], cwd=REPO, stdout=log, stderr=log, check=True)
-  print(report(args.experiment, seeds, args.teacher))
+  print(report(args.experiment, seeds, args.teacher, args.physics, args.eval_episodes))
 
 
 if __name__ == "__main__":

@@ -4,25 +4,31 @@
 # (runs/eval50/NAME/results.json); a missing run is reported and left out. The table and
 # docs/eval50.png list every policy under runs/eval50/, the ones named first.
 #   scripts/eval50.sh [NAME=CHECKPOINT ...]   (default: the shipped pair and the runs below)
+#   PHYSICS=c scripts/eval50.sh ...   MuJoCo's C engine (~5x faster on a CPU host): results
+#                                     in runs/eval50_c/ and docs/eval50_c.png
 cd "$(dirname "$0")/.." && . .venv/bin/activate
+physics=${PHYSICS:-mjx}
+case $physics in mjx) suffix= ;; c) suffix=_c ;; *) echo "PHYSICS: mjx or c, got $physics"; exit 2 ;; esac
 rows=("$@")
 [ ${#rows[@]} -eq 0 ] && rows=(teacher=pretrained/libero_object_teacher
   one_demo=pretrained/libero_object_1demo opd=runs/opd_object grpo_teacher=runs/grpo_object_teacher)
 done_rows=()
 for row in "${rows[@]}"; do
   name=${row%%=*}; ckpt=${row#*=}
-  out=runs/eval50/$name
+  out=runs/eval50$suffix/$name
   if [ ! -e "$ckpt" ]; then echo "skip $name: $ckpt not found"; continue; fi
   if [ ! -f "$out/results.json" ]; then
     nice -n 5 python -m opd_jax.evaluate --config.checkpoint="$ckpt" --config.episodes=50 \
-      --config.videos=0 --config.out="$out" > "runs/eval50_$name.log" 2>&1 || { echo "$name failed: runs/eval50_$name.log"; continue; }
+      --config.physics="$physics" --config.videos=0 --config.out="$out" > "runs/eval50${suffix}_$name.log" 2>&1 ||
+      { echo "$name failed: runs/eval50${suffix}_$name.log"; continue; }
   fi
   done_rows+=("$name=$out")
 done
 # the table and plot hold every policy evaluated so far: these rows first, then the others
-for out in runs/eval50/*/; do
+for out in runs/eval50$suffix/*/; do
   name=$(basename "$out")
   [ -f "$out/results.json" ] || continue
   case " ${done_rows[*]} " in *" $name="*) ;; *) done_rows+=("$name=${out%/}") ;; esac
 done
-python benchmarks/table.py "${done_rows[@]}" --title "libero_object, greedy, 50 evaluation states per task" --plot docs/eval50.png
+python benchmarks/table.py "${done_rows[@]}" --plot "docs/eval50$suffix.png" \
+  --title "libero_object, greedy, 50 evaluation states per task, $physics physics"

@@ -3,12 +3,14 @@
 # (resumable: re-run the same command; finished runs are skipped, stopped runs resume from
 # their checkpoints), then the 500-episode evaluations and the main table.
 #   scripts/paper_comparisons.sh            # all of it (about 12 h of the 2-core CPU)
-#   STAGES="efficiency ablation" scripts/paper_comparisons.sh
+#   STAGES="efficiency ablation" SEEDS=1,2 scripts/paper_comparisons.sh
+# Physics: MuJoCo's C engine (benchmarks/learning.py --physics c; about 1.5 h in all).
 # Logs: runs/learning/EXPERIMENT.log; tables: benchmarks/learning/EXPERIMENT.md and
 # docs/learning_EXPERIMENT.png; the main table: runs/eval50/ and docs/eval50.png.
 set -euo pipefail
 cd "$(dirname "$0")/.." && . .venv/bin/activate
 STAGES=${STAGES:-"efficiency opd_lr opd120 opd_grpo120 ablation forgetting expert groups eval50"}
+seeds=${SEEDS:-0}
 mkdir -p runs/learning
 keep_it60() {  # an efficiency run's 60-iteration checkpoint (a main-table row), before the
   # 120-iteration stage continues the run and its checkpoint manager drops step 60
@@ -18,19 +20,19 @@ keep_it60() {  # an efficiency run's 60-iteration checkpoint (a main-table row),
 for stage in $STAGES; do
   case $stage in
     efficiency)  # OPD, GRPO and OPD+GRPO from the one-demo student, 60 iterations each
-      python benchmarks/learning.py efficiency --iterations 60 --runs opd,grpo,opd_grpo ;;
+      python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 60 --runs opd,grpo,opd_grpo ;;
     opd_lr)      # OPD at a 3x learning rate: faster, or unstable?
-      python benchmarks/learning.py efficiency --iterations 60 --runs opd_lr1e-4 ;;
+      python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 60 --runs opd_lr1e-4 ;;
     opd120)      # OPD continued: does it come within 10 points of the teacher?
       keep_it60 opd_s0
-      python benchmarks/learning.py efficiency --iterations 120 --runs opd ;;
+      python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 120 --runs opd ;;
     opd_grpo120) # OPD+GRPO, the best arm at 60 iterations, continued likewise
       keep_it60 opd_grpo_s0
-      python benchmarks/learning.py efficiency --iterations 120 --runs opd_grpo ;;
+      python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 120 --runs opd_grpo ;;
     ablation|forgetting|expert|groups)
-      python benchmarks/learning.py "$stage" --iterations 40 ;;
+      python benchmarks/learning.py "$stage" --seeds "$seeds" --iterations 40 ;;
     eval50)      # all 50 evaluation states per task, the runs beside the shipped pair
-      scripts/eval50.sh teacher=pretrained/libero_object_teacher \
+      PHYSICS=c scripts/eval50.sh teacher=pretrained/libero_object_teacher \
         grpo_teacher=runs/grpo_object_teacher onedemo=pretrained/libero_object_1demo \
         opd_60it=runs/keep/opd_s0_it60 opd_120it=runs/learning/efficiency/opd_s0 \
         opd_grpo=runs/keep/opd_grpo_s0_it60 opd_grpo_120it=runs/learning/efficiency/opd_grpo_s0 \
