@@ -27,7 +27,8 @@ teacher written to a temporary checkpoint so that opd_jax's setup loads it).
 
 Compile time is reported apart from the timed runs: JAX's lower + compile (or its load from the
 persistent compilation cache, --compile_cache, on by default as in the project's CLIs); the
-torch.compile warm-up (first call, or first iteration, minus nothing). Peak RSS: the largest
+torch.compile warm-up (first call, or first iteration, minus nothing). In the OPD figure every
+variant, JAX's included, runs one untimed iteration before the timed ones. Peak RSS: the largest
 resident set of this process plus its children (psutil, sampled every 20 ms) during each
 measurement, and its rise over the measurement's start. Model FLOPs come from XLA's cost
 analysis of the lowered JAX programs (jax.jit(...).lower(...).cost_analysis()["flops"]): one
@@ -362,8 +363,9 @@ class Bench:
           with compiling.count_cache_events() as ev:
             iteration.compile_iteration(su, ts, t_params)
           compile_s = time.perf_counter() - t0
+          ts, _, _ = iteration.iterate(su, ts, t_params, 0)   # untimed warm-up, as torch's
           steps = secs = 0.0
-          for i in range(a.iterations):
+          for i in range(1, 1 + a.iterations):
             t0 = time.perf_counter()
             ts, m, _ = iteration.iterate(su, ts, t_params, i)
             m = jax.device_get(m)
@@ -381,11 +383,9 @@ class Bench:
             try:
               run = opd.TorchOPD(s_t, t_t, su.student.stats, su.env.instructions, venv, cfg,
                                  compile=compiled)
-              warm_s = float("nan")
-              if compiled:
-                t0 = time.perf_counter()
-                run.iterate()
-                warm_s = time.perf_counter() - t0
+              t0 = time.perf_counter()   # one untimed iteration (torch.compile compiles)
+              run.iterate()
+              warm_s = time.perf_counter() - t0
               ms = [run.iterate() for _ in range(a.iterations)]
             finally:
               venv.close()
