@@ -64,6 +64,7 @@ def _refused(capsys, tool, args):
     ("evaluate", ["--config.checkpoint=/nowhere"], r"checkpoint path /nowhere does not exist"),
     ("evaluate", ["--config.checkpoint=x", "--config.episodes=0"], r"config\.episodes: must be >= 1"),
     ("evaluate", ["--config.checkpoint=x", "--config.tasks=1,b"], r"config\.tasks: comma-separated"),
+    ("evaluate", ["--config.checkpoint=x", "--config.physics=gpu"], r"config\.physics: must be one of"),
     ("evaluate", ["--config.checkpoint=pretrained/libero_object_1demo", "--config.tasks=3,12"],
      r"config\.tasks: \[12\] out of range: libero_object has tasks 0\.\.9"),
     ("average", ["--config.steps=1:2"], r"config\.checkpoints: required"),

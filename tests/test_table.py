@@ -80,6 +80,13 @@ def test_learning_report_from_a_run(tmp_path, monkeypatch):
   assert (tmp_path / "docs" / "learning_groups.png").exists()
   assert (tmp_path / "benchmarks" / "learning" / "groups.md").read_text() == md
   assert "not reached (best 40% at 5)" in learning.report("groups", [0], teacher=0.9)
+  # the repository keeps the run's metrics: with runs/ gone, the same row, and it is finished
+  shutil.rmtree(tmp_path / "runs")
+  assert (tmp_path / learning.kept(learning.workdir("groups", "G2", 0)) / "metrics.jsonl").exists()
+  assert "| G2 | 0 | 6 | 600 | 5: 40 | 500 (iteration 5) |" in learning.report("groups", [0], 0.5)
+  assert learning.finished(learning.workdir("groups", "G2", 0), 6)
+  assert not learning.finished(learning.workdir("groups", "G2", 0), 6, remake=True)
+  assert not learning.finished(learning.workdir("groups", "G2", 0), 7)
 
 
 def test_learning_report_of_an_sft_arm(tmp_path, monkeypatch):
