@@ -9,7 +9,7 @@
 # docs/learning_EXPERIMENT.png; the main table: runs/eval50/ and docs/eval50.png.
 set -euo pipefail
 cd "$(dirname "$0")/.." && . .venv/bin/activate
-STAGES=${STAGES:-"efficiency opd_lr opd120 opd_grpo120 ablation forgetting expert groups eval50"}
+STAGES=${STAGES:-"efficiency opd_lr opd_lr200 eval50 ablation groups expert forgetting opd120 opd_grpo120 eval50"}
 seeds=${SEEDS:-0}
 mkdir -p runs/learning
 keep_it60() {  # an efficiency run's 60-iteration checkpoint (a main-table row), before the
@@ -23,6 +23,9 @@ for stage in $STAGES; do
       python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 60 --runs opd,grpo,opd_grpo ;;
     opd_lr)      # OPD at a 3x learning rate: faster, or unstable?
       python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 60 --runs opd_lr1e-4 ;;
+    opd_lr200)   # OPD at the 3x learning rate continued to 200 iterations (~25 min here)
+      keep_it60 opd_lr1e-4_s0
+      python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 200 --runs opd_lr1e-4 ;;
     opd120)      # OPD continued: does it come within 10 points of the teacher?
       keep_it60 opd_s0
       python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 120 --runs opd ;;
@@ -31,13 +34,16 @@ for stage in $STAGES; do
       python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 120 --runs opd_grpo ;;
     ablation|forgetting|expert|groups)
       python benchmarks/learning.py "$stage" --seeds "$seeds" --iterations 40 ;;
-    eval50)      # all 50 evaluation states per task, the runs beside the shipped pair
+    eval50)      # all 50 evaluation states per task, the runs beside the shipped pair (each
+                 # at the iteration its name gives: a run not there yet is skipped)
+      keep_it60 opd_s0; keep_it60 opd_grpo_s0; keep_it60 opd_lr1e-4_s0
       PHYSICS=c scripts/eval50.sh teacher=pretrained/libero_object_teacher \
         grpo_teacher=runs/grpo_object_teacher onedemo=pretrained/libero_object_1demo \
-        opd_60it=runs/keep/opd_s0_it60 opd_120it=runs/learning/efficiency/opd_s0 \
-        opd_grpo=runs/keep/opd_grpo_s0_it60 opd_grpo_120it=runs/learning/efficiency/opd_grpo_s0 \
-        opd_lr1e-4=runs/learning/efficiency/opd_lr1e-4_s0 grpo=runs/learning/efficiency/grpo_s0 ;;
-    *) echo "unknown stage $stage (efficiency opd_lr opd120 opd_grpo120 ablation forgetting expert groups eval50)"
+        opd_60it=runs/keep/opd_s0_it60 opd_120it=runs/learning/efficiency/opd_s0/checkpoints/120 \
+        opd_grpo=runs/keep/opd_grpo_s0_it60 opd_grpo_120it=runs/learning/efficiency/opd_grpo_s0/checkpoints/120 \
+        opd_lr1e-4=runs/keep/opd_lr1e-4_s0_it60 opd_lr1e-4_200it=runs/learning/efficiency/opd_lr1e-4_s0/checkpoints/200 \
+        grpo=runs/learning/efficiency/grpo_s0/checkpoints/60 ;;
+    *) echo "unknown stage $stage (efficiency opd_lr opd_lr200 opd120 opd_grpo120 ablation forgetting expert groups eval50)"
        exit 2 ;;
   esac >> "runs/learning/$stage.log" 2>&1
   echo "$stage done ($(date -u +%H:%M))"
