@@ -2,14 +2,14 @@
 # Every learning experiment of the paper's comparison on libero_object, one after another
 # (resumable: re-run the same command; finished runs are skipped, stopped runs resume from
 # their checkpoints), then the 500-episode evaluations and the main table.
-#   scripts/paper_comparisons.sh            # all of it (about 12 h of the 2-core CPU)
+#   scripts/paper_comparisons.sh            # all of it, seed 0 (about 3 h of the 2-core CPU)
 #   STAGES="efficiency ablation" SEEDS=1,2 scripts/paper_comparisons.sh
-# Physics: MuJoCo's C engine (benchmarks/learning.py --physics c; about 1.5 h in all).
-# Logs: runs/learning/EXPERIMENT.log; tables: benchmarks/learning/EXPERIMENT.md and
-# docs/learning_EXPERIMENT.png; the main table: runs/eval50/ and docs/eval50.png.
+# Physics: MuJoCo's C engine (benchmarks/learning.py --physics c, ~5x MJX's rate on a CPU).
+# Logs: runs/learning/STAGE.log; tables: benchmarks/learning/EXPERIMENT.md and
+# docs/learning_EXPERIMENT.png; the main table: runs/eval50_c/ and docs/eval50_c.png.
 set -euo pipefail
 cd "$(dirname "$0")/.." && . .venv/bin/activate
-STAGES=${STAGES:-"efficiency opd_lr opd_lr200 eval50 ablation groups expert forgetting opd120 opd_grpo120 eval50"}
+STAGES=${STAGES:-"efficiency opd_lr opd_lr200 eval50 ablation groups forgetting expert opd120 opd_grpo120 eval50"}
 seeds=${SEEDS:-0}
 mkdir -p runs/learning
 keep_it60() {  # an efficiency run's 60-iteration checkpoint (a main-table row), before the
