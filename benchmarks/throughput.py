@@ -77,9 +77,13 @@ def main(argv=None):
                   help="MuJoCo's shadow map (default the model's 4096; 0: no shadows)")
   ap.add_argument("--compile_cache", default="", help="JAX's persistent compilation cache dir "
                   "(default: the project's user cache dir), or 'off'")
-  ap.add_argument("--plot", default="docs/throughput.png")
+  ap.add_argument("--plot", default=None, help="the PNG (default docs/throughput.png when every "
+                  "figure runs, else none: a partial run does not overwrite the README's plot)")
   ap.add_argument("--json", default="", help="also write every measurement here")
   args = ap.parse_args(argv)
+  if args.plot is None:
+    every = set(args.figures.split(",")) >= {"env", "inference", "opd"}
+    args.plot = "docs/throughput.png" if every else ""
   if args.quick:
     args.batches, args.sizes, args.min_time = "2", "default", 1.0
     args.policy_steps = 4 if args.policy_steps < 0 else args.policy_steps
