@@ -9,7 +9,7 @@
 # docs/learning_EXPERIMENT.png; the main table: runs/eval50_c/ and docs/eval50_c.png.
 set -euo pipefail
 cd "$(dirname "$0")/.." && . .venv/bin/activate
-STAGES=${STAGES:-"efficiency opd_lr opd_lr200 eval50 ablation groups forgetting expert opd120 opd_grpo120 eval50"}
+STAGES=${STAGES:-"efficiency opd_lr opd_lr200 eval50 grpo180 groups forgetting expert ablation opd120 opd_grpo120 eval50"}
 seeds=${SEEDS:-0}
 mkdir -p runs/learning
 keep_it60() {  # an efficiency run's 60-iteration checkpoint (a main-table row), before the
@@ -26,6 +26,8 @@ for stage in $STAGES; do
     opd_lr200)   # OPD at the 3x learning rate continued to 200 iterations (~25 min here)
       keep_it60 opd_lr1e-4_s0
       python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 200 --runs opd_lr1e-4 ;;
+    grpo180)     # GRPO continued to 3x the env steps OPD at lr 1e-4 took to 80% of the teacher
+      python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 180 --runs grpo ;;
     opd120)      # OPD continued: does it come within 10 points of the teacher?
       keep_it60 opd_s0
       python benchmarks/learning.py efficiency --seeds "$seeds" --iterations 120 --runs opd ;;
@@ -43,7 +45,7 @@ for stage in $STAGES; do
         opd_grpo=runs/keep/opd_grpo_s0_it60 opd_grpo_120it=runs/learning/efficiency/opd_grpo_s0/checkpoints/120 \
         opd_lr1e-4=runs/keep/opd_lr1e-4_s0_it60 opd_lr1e-4_200it=runs/learning/efficiency/opd_lr1e-4_s0/checkpoints/200 \
         grpo=runs/learning/efficiency/grpo_s0/checkpoints/60 ;;
-    *) echo "unknown stage $stage (efficiency opd_lr opd_lr200 opd120 opd_grpo120 ablation forgetting expert groups eval50)"
+    *) echo "unknown stage $stage (efficiency opd_lr opd_lr200 grpo180 opd120 opd_grpo120 ablation forgetting expert groups eval50)"
        exit 2 ;;
   esac >> "runs/learning/$stage.log" 2>&1
   echo "$stage done ($(date -u +%H:%M))"
