@@ -22,6 +22,8 @@ for row in "${rows[@]}"; do
       --config.physics="$physics" --config.videos=0 --config.out="$out" > "runs/eval50${suffix}_$name.log" 2>&1 ||
       { echo "$name failed: runs/eval50${suffix}_$name.log"; continue; }
   fi
+  # kept in the repository beside the learning runs' metrics (runs/ does not survive a machine)
+  mkdir -p "benchmarks/learning/eval50$suffix/$name" && cp "$out/results.json" "benchmarks/learning/eval50$suffix/$name/"
   done_rows+=("$name=$out")
 done
 # the table and plot hold every policy evaluated so far: these rows first, then the others

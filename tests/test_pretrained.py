@@ -17,6 +17,8 @@ from opd_jax.policy import Policy, check_obs_matches
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = [os.path.join(REPO, p) for p in libero_config.SHIPPED["object"]]
+# a result, not a starting point: the one-demo student after 200 OPD iterations (README)
+DISTILLED = os.path.join(REPO, "pretrained", "libero_object_opd")
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def object_env():
   return envs.make("libero_object", image_size=64)
 
 
-@pytest.mark.parametrize("path", SHIPPED)
+@pytest.mark.parametrize("path", SHIPPED + [DISTILLED])
 def test_shipped_policy_loads_with_its_card(path, object_env):
   card = pretrained.verify(path)   # every file against its recorded sha256
   for field in ("command", "source_commit", "success", "sha256"):
